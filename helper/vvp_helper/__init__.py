@@ -1,0 +1,1 @@
+"""VVP edge routing helper: decides what Kamailio answers to each INVITE."""
