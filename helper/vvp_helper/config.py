@@ -1,0 +1,110 @@
+"""Helper settings: one frozen value built once from the environment and the CLI.
+
+Every setting has an environment variable (``VVP_*``) so containers and systemd units set
+them without a wrapper script; the CLI flags of ``vvp-helper serve`` override them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .identity import PrecheckSettings
+
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policy" / "default.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8480
+    policy_path: Path = DEFAULT_POLICY
+    #: Base URL of the VVP Verifier; ``/verify`` is appended.
+    verifier_url: str | None = None
+    #: Seconds the verifier gets per request (design: < helper deadline < Kamailio's wait).
+    verifier_timeout: float = 5.0
+    #: Optional ``Authorization: Bearer`` for verifiers behind a gateway.
+    verifier_token: str | None = None
+    #: Most verifier requests in flight at once (connection pool size).
+    verifier_concurrency: int = 256
+    #: Seconds after which the helper answers ``error`` whatever is still pending. Must
+    #: stay below Kamailio's VVP_HELPER_TIMEOUT_MS so the policy, not the fallback, decides.
+    deadline: float = 5.5
+    #: Largest decision request accepted from Kamailio, bytes. Identities are a few KiB.
+    max_request_bytes: int = 64 * 1024
+    precheck: PrecheckSettings = field(default_factory=PrecheckSettings)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is not a TCP port")
+        if self.verifier_url is not None:
+            parts = urlsplit(self.verifier_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(f"verifier URL {self.verifier_url!r} is not an http(s) URL")
+        if self.verifier_timeout <= 0:
+            raise ConfigError("verifier timeout must be positive")
+        if self.deadline <= self.verifier_timeout:
+            raise ConfigError(
+                f"helper deadline ({self.deadline}s) must be longer than the verifier "
+                f"timeout ({self.verifier_timeout}s), or the verifier never gets its full time"
+            )
+        if self.verifier_concurrency < 1:
+            raise ConfigError("verifier concurrency must be at least 1")
+
+    @property
+    def verify_endpoint(self) -> str | None:
+        if self.verifier_url is None:
+            return None
+        return self.verifier_url.rstrip("/") + "/verify"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with the given fields changed; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default: float) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return float(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+        def flag(name: str, default: bool) -> bool:
+            raw = env.get(name, "").strip().lower()
+            if not raw:
+                return default
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            if raw in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false)")
+
+        defaults = cls()
+        precheck = PrecheckSettings(
+            check_expiry=flag("VVP_PRECHECK_EXPIRY", True),
+            check_numbers=flag("VVP_PRECHECK_NUMBERS", False),
+        )
+        return cls(
+            host=env.get("VVP_HELPER_HOST") or defaults.host,
+            port=int(number("VVP_HELPER_PORT", defaults.port)),
+            policy_path=Path(env.get("VVP_POLICY") or defaults.policy_path),
+            verifier_url=env.get("VVP_VERIFIER_URL") or None,
+            verifier_timeout=number("VVP_VERIFIER_TIMEOUT", defaults.verifier_timeout),
+            verifier_token=env.get("VVP_VERIFIER_TOKEN") or None,
+            verifier_concurrency=int(
+                number("VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency)
+            ),
+            deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
+            precheck=precheck,
+            log_level=(env.get("VVP_LOG_LEVEL") or defaults.log_level).upper(),
+        )

@@ -1,0 +1,299 @@
+"""One call's decision: SIP fields -> outcome -> the policy's instruction.
+
+    CallRequest (from Kamailio)
+      -> identity.extract        missing / undecodable / found
+      -> identity.precheck       invalid without asking anyone, when certain
+      -> VerifierClient.verify   VALID / WARNING / INVALID / INDETERMINATE, or error
+      -> Policy.action_for(outcome).render(context)
+      -> Instruction (code, reason, Contact, headers)
+
+Stateless: nothing survives the call but the log line, so any number of helpers can serve
+any number of Kamailio nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from . import identity, sipfields
+from .errors import VerifierError
+from .identity import PrecheckSettings
+from .policy import Instruction, Policy
+from .verifier import Verdict, VerifierClient, VerifyRequest
+
+#: Longest value accepted for any single SIP field in a decision request (bytes of text).
+MAX_FIELD_LEN = 8192
+#: Most Identity/P-VVP-* header fields accepted per INVITE.
+MAX_HEADER_FIELDS = 16
+
+# Characters a URI user part may keep when it is not a telephone number: RFC 3261
+# "unreserved" plus "%" escapes. Anything else could break out of the Contact URI.
+_USER_SAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()%+]")
+
+
+class BadCallRequest(ValueError):
+    """Kamailio sent something that is not a decision request (a bug or a wrong peer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """The INVITE as Kamailio describes it (see kamailio.cfg route[ASK_HELPER])."""
+
+    call_id: str
+    from_uri: str
+    to_uri: str
+    received_at: float
+    method: str = "INVITE"
+    request_uri: str = ""
+    cseq: int | None = None
+    source_ip: str = ""
+    source_port: int = 0
+    transport: str = ""
+    from_name: str = ""
+    identity: tuple[str, ...] = ()
+    p_vvp_identity: tuple[str, ...] = ()
+    p_vvp_passport: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: object) -> CallRequest:
+        if not isinstance(data, dict):
+            raise BadCallRequest("decision request must be a JSON object")
+
+        def text(key: str, *, required: bool = False) -> str:
+            value = data.get(key)
+            if value is None:
+                if required:
+                    raise BadCallRequest(f"{key} is required")
+                return ""
+            if not isinstance(value, str) or len(value) > MAX_FIELD_LEN:
+                raise BadCallRequest(f"{key} must be a string of at most {MAX_FIELD_LEN}")
+            return value
+
+        def texts(key: str) -> tuple[str, ...]:
+            value = data.get(key) or []
+            if not isinstance(value, list) or len(value) > MAX_HEADER_FIELDS:
+                raise BadCallRequest(f"{key} must be a list of at most {MAX_HEADER_FIELDS}")
+            if not all(isinstance(v, str) and len(v) <= MAX_FIELD_LEN for v in value):
+                raise BadCallRequest(f"{key} must hold strings of at most {MAX_FIELD_LEN}")
+            return tuple(value)
+
+        def integer(key: str) -> int | None:
+            value = data.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadCallRequest(f"{key} must be an integer")
+            return value
+
+        received = data.get("received_at")
+        if isinstance(received, bool) or not isinstance(received, int | float):
+            raise BadCallRequest("received_at must be a Unix time in seconds")
+        return cls(
+            call_id=text("call_id", required=True),
+            from_uri=text("from_uri", required=True),
+            to_uri=text("to_uri", required=True),
+            received_at=float(received),
+            method=text("method") or "INVITE",
+            request_uri=text("request_uri"),
+            cseq=integer("cseq"),
+            source_ip=text("source_ip"),
+            source_port=integer("source_port") or 0,
+            transport=text("transport"),
+            from_name=text("from_name"),
+            identity=texts("identity"),
+            p_vvp_identity=texts("p_vvp_identity"),
+            p_vvp_passport=texts("p_vvp_passport"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The instruction plus what the log line and metrics need to know about it."""
+
+    outcome: str
+    status: str
+    instruction: Instruction
+    errors: tuple[Mapping[str, str], ...]
+    request_id: str | None = None
+    verifier_ms: float | None = None
+    #: Why the verifier was not asked or gave no verdict (bounded label), if so.
+    error_kind: str | None = None
+    shaken: bool = False
+    context: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass(slots=True)
+class Decider:
+    """Everything a decision needs; built once per process, shared by all calls."""
+
+    verifier: VerifierClient | None
+    precheck: PrecheckSettings
+    deadline: float
+
+    async def decide(self, call: CallRequest, policy: Policy) -> Decision:
+        """Never raises for anything a caller or the verifier does."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self._decide(call, policy)
+        except TimeoutError:
+            # The verifier's own timeout is shorter, so this is the helper itself running
+            # late (overload): still answer, through the policy, before Kamailio gives up.
+            errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
+            return self._conclude(call, policy, "error", errors, error_kind="deadline")
+
+    async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
+        found = identity.extract(call.identity, call.p_vvp_identity, call.p_vvp_passport)
+        if isinstance(found, identity.Missing):
+            return self._conclude(call, policy, "missing", (), shaken=found.shaken)
+        errors: tuple[dict[str, str], ...]
+        if isinstance(found, identity.Undecodable):
+            errors = ({"code": found.code, "message": found.message},)
+            return self._conclude(call, policy, "invalid", errors, error_kind="precheck")
+
+        failures = identity.precheck(
+            found,
+            now=time.time(),
+            from_uri=call.from_uri,
+            to_uri=call.to_uri,
+            settings=self.precheck,
+        )
+        if failures:
+            errors = tuple({"code": f.code, "message": f.message} for f in failures)
+            return self._conclude(call, policy, "invalid", errors, error_kind="precheck")
+
+        if self.verifier is None:
+            errors = ({"code": "EXT_VERIFIER_NOT_CONFIGURED", "message": "no verifier URL"},)
+            return self._conclude(call, policy, "error", errors, error_kind="not_configured")
+
+        request = _verify_request(call, found)
+        started = time.perf_counter()
+        try:
+            verdict = await self.verifier.verify(request)
+        except VerifierError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            errors = ({"code": exc.code, "message": str(exc)},)
+            return self._conclude(
+                call, policy, "error", errors, error_kind=exc.kind, verifier_ms=elapsed
+            )
+        elapsed = (time.perf_counter() - started) * 1000
+        return self._conclude(
+            call,
+            policy,
+            verdict.overall_status.lower(),
+            tuple({"code": e.code, "message": e.message} for e in verdict.errors),
+            verdict=verdict,
+            verifier_ms=elapsed,
+        )
+
+    def _conclude(
+        self,
+        call: CallRequest,
+        policy: Policy,
+        outcome: str,
+        errors: Sequence[Mapping[str, str]],
+        *,
+        verdict: Verdict | None = None,
+        error_kind: str | None = None,
+        verifier_ms: float | None = None,
+        shaken: bool = False,
+    ) -> Decision:
+        status = verdict.overall_status if verdict else _STATUS_OF[outcome]
+        context = template_context(call, outcome, status, errors, verdict)
+        instruction = policy.action_for(outcome).render(context)
+        return Decision(
+            outcome=outcome,
+            status=status,
+            instruction=instruction,
+            errors=tuple(errors),
+            request_id=verdict.request_id if verdict else None,
+            verifier_ms=verifier_ms,
+            error_kind=error_kind,
+            shaken=shaken,
+            context=context,
+        )
+
+
+# The status a template sees when the verifier gave none of its own.
+_STATUS_OF = {
+    "invalid": "INVALID",
+    "error": "ERROR",
+    "missing": "MISSING",
+    "valid": "VALID",
+    "warning": "WARNING",
+    "indeterminate": "INDETERMINATE",
+}
+
+
+def template_context(
+    call: CallRequest,
+    outcome: str,
+    status: str,
+    errors: Sequence[Mapping[str, str]],
+    verdict: Verdict | None,
+) -> dict[str, Any]:
+    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data."""
+    return {
+        "orig": uri_user(call.from_uri),
+        "dest": uri_user(call.to_uri),
+        "call_id": call.call_id,
+        "request_id": verdict.request_id if verdict else "",
+        "status": status,
+        "outcome": outcome,
+        "errors": [dict(e) for e in errors],
+        "claims": list(verdict.claims) if verdict else [],
+        "brand_name": verdict.brand_name if verdict else None,
+        "brand_logo_url": _http_url(verdict.brand_logo_url) if verdict else None,
+        "signer_aid": verdict.signer_aid if verdict else None,
+        "certainty": verdict.certainty if verdict else None,
+        "vetter_warning_reason": verdict.vetter_warning_reason if verdict else None,
+        "from_uri": call.from_uri,
+        "to_uri": call.to_uri,
+        "from_name": call.from_name,
+        "source_ip": call.source_ip,
+    }
+
+
+def uri_user(uri: str) -> str:
+    """The telephone number of a From/To URI, or its user part made safe for a URI."""
+    number = sipfields.telephone_number(uri)
+    if number is not None:
+        return number
+    value = uri.strip()
+    if "<" in value:
+        value = value[value.find("<") + 1 :].split(">", 1)[0]
+    scheme, _, rest = value.partition(":")
+    if not rest or scheme.lower() not in ("sip", "sips", "tel"):
+        return ""
+    user = rest.split("@", 1)[0] if "@" in rest else ""
+    return _USER_SAFE.sub("", user.split(";", 1)[0])
+
+
+def _http_url(url: str | None) -> str | None:
+    # A logo URL reaches downstream devices; only http(s) is passed on.
+    if url and url.lower().startswith(("https://", "http://")):
+        return url
+    return None
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _verify_request(call: CallRequest, found: identity.Found) -> VerifyRequest:
+    received = _rfc3339(call.received_at)
+    return VerifyRequest(
+        vvp_identity=found.vvp_identity,
+        passport_jwt=found.passport.jwt,
+        call_id=call.call_id,
+        received_at=received,
+        from_uri=call.from_uri,
+        to_uri=call.to_uri,
+        invite_time=received,
+        cseq=call.cseq,
+    )

@@ -1,0 +1,83 @@
+"""Exceptions raised by the helper.
+
+    HelperError
+    ├── ConfigError                  bad settings (CLI / environment)
+    ├── PolicyError                  a policy file that cannot be used; carries its problems
+    └── VerifierError                the verifier gave no verdict (outcome ``error``)
+        ├── VerifierUnreachable      connection refused / reset / DNS
+        ├── VerifierTimeout          no answer within the timeout (also a ``TimeoutError``)
+        ├── VerifierHTTPError        answered, but not HTTP 200
+        └── VerifierBadAnswer        HTTP 200 whose body is not the documented JSON
+
+Each ``VerifierError`` carries the ``EXT_`` error code the policy and logs see, so a
+template such as ``{errors[0].code}`` tells downstream *why* there was no verdict.
+(The verifier spec asks deployment-specific codes to start with ``EXT_``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class HelperError(Exception):
+    """Base class of everything the helper raises on purpose."""
+
+
+class ConfigError(HelperError):
+    """Settings that cannot work (bad URL, timeouts out of order, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """One problem in a policy file, printed ``file:line:col: code: message``."""
+
+    file: str
+    line: int
+    column: int
+    code: str
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.code}: {self.message}"
+
+
+class PolicyError(HelperError):
+    """A policy file that cannot be loaded; ``problems`` lists every error found."""
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.column))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class VerifierError(HelperError):
+    """The verifier could not give a verdict."""
+
+    code = "EXT_VERIFIER_ERROR"
+    #: A bounded label for logs and metrics (never free text).
+    kind = "error"
+
+
+class VerifierUnreachable(VerifierError):
+    code = "EXT_VERIFIER_UNREACHABLE"
+    kind = "unreachable"
+
+
+class VerifierTimeout(VerifierError, TimeoutError):
+    code = "EXT_VERIFIER_TIMEOUT"
+    kind = "timeout"
+
+
+class VerifierHTTPError(VerifierError):
+    code = "EXT_VERIFIER_HTTP_STATUS"
+    kind = "http_status"
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class VerifierBadAnswer(VerifierError):
+    code = "EXT_VERIFIER_BAD_ANSWER"
+    kind = "malformed"

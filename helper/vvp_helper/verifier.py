@@ -1,0 +1,199 @@
+"""HTTP client of the VVP Verifier (``POST /verify``), per shared/docs/verifier-api.md.
+
+One pooled ``aiohttp.ClientSession`` per process (keep-alive connections: the verifier's
+cached answers take 2-5 ms, a new TCP+TLS handshake would cost more than the answer).
+Whatever goes wrong - refused, reset, slow, HTTP 5xx from a proxy, a body that is not the
+documented JSON - becomes a ``VerifierError`` subclass, which the decision maps to the
+``error`` outcome. Nothing here raises anything else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from .errors import (
+    VerifierBadAnswer,
+    VerifierHTTPError,
+    VerifierTimeout,
+    VerifierUnreachable,
+)
+
+STATUSES = frozenset({"VALID", "INVALID", "INDETERMINATE", "WARNING"})
+
+#: A verifier answer is a few KiB; a proxy error page or a runaway body is cut here.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    """What the edge knows about one call, in the verifier's terms."""
+
+    vvp_identity: str
+    passport_jwt: str
+    call_id: str
+    received_at: str  # RFC 3339
+    from_uri: str
+    to_uri: str
+    invite_time: str  # RFC 3339
+    cseq: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        sip: dict[str, Any] = {
+            "from_uri": self.from_uri,
+            "to_uri": self.to_uri,
+            "invite_time": self.invite_time,
+        }
+        if self.cseq is not None:
+            sip["cseq"] = self.cseq
+        return {
+            "passport_jwt": self.passport_jwt,
+            "context": {
+                "call_id": self.call_id,
+                "received_at": self.received_at,
+                "sip": sip,
+            },
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorItem:
+    """One item of the verifier's ``errors`` list."""
+
+    code: str
+    message: str
+    recoverable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The fields of the verifier's answer that the edge uses."""
+
+    overall_status: str
+    request_id: str | None
+    errors: tuple[ErrorItem, ...]
+    claims: tuple[Mapping[str, Any], ...]
+    brand_name: str | None
+    brand_logo_url: str | None
+    certainty: str | None
+    signer_aid: str | None
+    vetter_warning_reason: str | None
+    cache_hit: bool
+
+    @classmethod
+    def from_json(cls, data: object) -> Verdict:
+        """Validate the documented shape; anything else is ``VerifierBadAnswer``."""
+        if not isinstance(data, dict):
+            raise VerifierBadAnswer("answer is not a JSON object")
+        status = data.get("overall_status")
+        if status not in STATUSES:
+            raise VerifierBadAnswer(f"overall_status {str(status)[:40]!r} is not a verdict")
+        raw_errors = data.get("errors") or []
+        if not isinstance(raw_errors, list):
+            raise VerifierBadAnswer("errors is not a list")
+        errors = []
+        for item in raw_errors:
+            if not isinstance(item, dict) or not isinstance(item.get("code"), str):
+                raise VerifierBadAnswer("an errors item has no code")
+            errors.append(
+                ErrorItem(
+                    code=item["code"],
+                    message=str(item.get("message") or ""),
+                    recoverable=bool(item.get("recoverable", False)),
+                )
+            )
+        claims = data.get("claims") or []
+        if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+            raise VerifierBadAnswer("claims is not a list of claim nodes")
+        return cls(
+            overall_status=str(status),
+            request_id=_optional_str(data, "request_id"),
+            errors=tuple(errors),
+            claims=tuple(claims),
+            brand_name=_optional_str(data, "brand_name"),
+            brand_logo_url=_optional_str(data, "brand_logo_url"),
+            certainty=_optional_str(data, "certainty"),
+            signer_aid=_optional_str(data, "signer_aid"),
+            vetter_warning_reason=_optional_str(data, "vetter_warning_reason"),
+            cache_hit=data.get("cache_hit") is True,
+        )
+
+
+def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise VerifierBadAnswer(f"{key} is not a string")
+    return value
+
+
+class VerifierClient:
+    """Talks to one verifier; owns the connection pool. Close it with ``close()``."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float,
+        token: str | None = None,
+        max_connections: int = 256,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._headers: dict[str, str] = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        # Created lazily inside the running loop (aiohttp requires a loop).
+        self._session: aiohttp.ClientSession | None = None
+        self._max_connections = max_connections
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def verify(self, request: VerifyRequest) -> Verdict:
+        headers = dict(self._headers)
+        headers["VVP-Identity"] = request.vvp_identity
+        session = self._get_session()
+        try:
+            async with session.post(
+                self.endpoint, data=json.dumps(request.body()), headers=headers
+            ) as response:
+                if response.status != 200:
+                    raise VerifierHTTPError(
+                        response.status, f"verifier answered HTTP {response.status}"
+                    )
+                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+        except TimeoutError:
+            raise VerifierTimeout(f"no answer within {self.timeout:g}s") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise VerifierUnreachable(f"cannot connect: {exc.os_error}") from None
+        except aiohttp.ClientError as exc:
+            # Reset mid-answer, server disconnected, payload errors.
+            raise VerifierUnreachable(f"connection failed: {type(exc).__name__}") from None
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise VerifierBadAnswer("answer larger than 1 MiB")
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise VerifierBadAnswer("answer is not JSON") from None
+        return Verdict.from_json(data)
+

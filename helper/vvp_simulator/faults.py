@@ -1,0 +1,57 @@
+"""Fault injection settings for the VVP verifier SIMULATOR.
+
+A `Faults` value is immutable; the server swaps one reference when an operator
+changes faults at run time, so a request sees either the old or the new set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MODES: tuple[str, ...] = (
+    "normal",
+    "http500",
+    "http502",
+    "http503",
+    "hang",
+    "malformed",
+    "wrong_shape",
+    "reset",
+)
+FORCEABLE_STATUSES: tuple[str, ...] = ("VALID", "INVALID", "INDETERMINATE", "WARNING")
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    latency_ms: float = 0.0  # delay added before every /verify answer, milliseconds
+    mode: str = "normal"
+    error_rate: float = 0.0  # fraction 0..1 of /verify requests answered HTTP 500
+    force_status: str | None = None  # overrides overall_status when set
+
+    def __post_init__(self) -> None:
+        if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int | float):
+            raise ValueError("latency_ms must be a number")
+        if self.latency_ms < 0:
+            raise ValueError("latency_ms must be >= 0")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if isinstance(self.error_rate, bool) or not isinstance(self.error_rate, int | float):
+            raise ValueError("error_rate must be a number")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError("error_rate must be between 0 and 1")
+        if self.force_status is not None and self.force_status not in FORCEABLE_STATUSES:
+            raise ValueError(f"force_status must be null or one of {', '.join(FORCEABLE_STATUSES)}")
+
+    def updated(self, changes: Mapping[str, Any]) -> Faults:
+        """A new Faults with `changes` applied; ValueError on unknown fields or bad values."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown fault field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **dict(changes))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
