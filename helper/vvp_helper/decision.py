@@ -105,7 +105,7 @@ class CallRequest:
             source_ip=text("source_ip"),
             source_port=integer("source_port") or 0,
             transport=text("transport"),
-            from_name=text("from_name"),
+            from_name=display_name(text("from_name")),
             identity=texts("identity"),
             p_vvp_identity=texts("p_vvp_identity"),
             p_vvp_passport=texts("p_vvp_passport"),
@@ -257,6 +257,17 @@ def template_context(
         "from_name": call.from_name,
         "source_ip": call.source_ip,
     }
+
+
+def display_name(raw: str) -> str:
+    """A From display name as a person reads it: quotes removed, quoted-pairs undone.
+
+    Kamailio's $fn is the raw token, quotes and backslash escapes included.
+    """
+    value = raw.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", value[1:-1], flags=re.S)
+    return value
 
 
 def uri_user(uri: str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -180,7 +181,7 @@ async def handle_verify(request: web.Request) -> web.StreamResponse:
     if faults.force_status is not None:
         _force(result, faults.force_status)
     stats.by_status[result["overall_status"]] += 1
-    log.info(
+    log.debug(
         "VVP verifier SIMULATOR verdict %s request_id=%s call_id=%s",
         result["overall_status"],
         result["request_id"],
@@ -279,8 +280,14 @@ async def start(settings: SimulatorSettings) -> tuple[web.AppRunner, int]:
 
 
 async def serve_forever(settings: SimulatorSettings) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down cleanly (containers send SIGTERM)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     runner, _ = await start(settings)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
+        log.info("VVP verifier SIMULATOR stopping")
     finally:
         await runner.cleanup()

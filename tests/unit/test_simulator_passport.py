@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from vvp_simulator.keys import (
     SigningKey,
     aid_for_public_key,

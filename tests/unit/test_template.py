@@ -7,7 +7,6 @@ import unicodedata
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from vvp_helper.template import (
     TemplateError,
     compile_template,
@@ -239,9 +238,7 @@ def test_is_header_name_rejects_others(name: str) -> None:
 
 
 def _has_control(text: str) -> bool:
-    return any(
-        unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" for ch in text
-    )
+    return any(unicodedata.category(ch) in ("Cc", "Cs") or ch in "\u2028\u2029" for ch in text)
 
 
 TEMPLATES = st.sampled_from(
@@ -257,16 +254,16 @@ CONTEXTS = st.fixed_dictionaries(
             st.text() | st.fixed_dictionaries({"code": st.text(), "message": st.text()}),
             max_size=3,
         ),
-        "claims": st.lists(st.fixed_dictionaries({"name": st.text(), "status": SCALAR}), max_size=3),
+        "claims": st.lists(
+            st.fixed_dictionaries({"name": st.text(), "status": SCALAR}), max_size=3
+        ),
         "flags": st.dictionaries(st.text(max_size=5), SCALAR, max_size=3),
     }
 )
 
 
 @given(TEMPLATES, CONTEXTS)
-def test_rendered_values_never_contain_control_chars(
-    text: str, context: dict[str, object]
-) -> None:
+def test_rendered_values_never_contain_control_chars(text: str, context: dict[str, object]) -> None:
     out = compile_template(text, VARIABLES).render(context)
     assert not _has_control(out)
     assert out == out.strip()

@@ -1,0 +1,281 @@
+"""End to end: sipp -> real Kamailio (kamailio/kamailio.cfg) -> helper -> simulator.
+
+Each test sends real SIP and asserts what a peer would see: the final code, the Contact,
+the headers, and that every INVITE got exactly one final answer.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import Helper, Kamailio, Simulator, SippRun, free_port, run_sipp
+from sipp_scenarios import (
+    invite_expecting,
+    invite_then_cancel,
+    literal_invite,
+    request_expecting,
+)
+from vvp_simulator.passport import MintedIdentity, mint
+
+pytestmark = pytest.mark.e2e
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+POLICY = Path(__file__).parent / "policy.yaml"
+
+
+@dataclass
+class Edge:
+    simulator: Simulator
+    helper: Helper
+    kamailio: Kamailio
+    workdir: Path
+
+    def call(self, code: int, headers: list[str], **kwargs: object) -> SippRun:
+        scenario = invite_expecting(
+            self.workdir / f"invite-{code}.xml", code, headers=headers, **kwargs  # type: ignore[arg-type]
+        )
+        return run_sipp(scenario, self.kamailio.port, self.workdir)
+
+
+def identity_headers(minted: MintedIdentity, style: str = "identity") -> list[str]:
+    if style == "identity":
+        return [f"Identity: {minted.identity_header()}"]
+    return [f"P-VVP-Identity: {minted.vvp_identity}", f"P-VVP-Passport: {minted.passport_jwt}"]
+
+
+def only_final(run: SippRun) -> object:
+    finals = run.finals()
+    assert len(finals) == 1, f"expected exactly one final answer, got {finals}\n{run.stdout}"
+    return finals[0]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def edge(workdir: Path) -> Iterator[Edge]:
+    simulator = Simulator.create(workdir)
+    helper = Helper.create(workdir, simulator.url, policy=POLICY, VVP_VERIFIER_TIMEOUT="1.0",
+                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
+    kamailio = Kamailio.create(
+        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
+    )
+    try:
+        yield Edge(simulator, helper, kamailio, workdir)
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
+
+
+@pytest.fixture
+def sim(edge: Edge) -> Iterator[Simulator]:
+    edge.simulator.reset()
+    yield edge.simulator
+    edge.simulator.reset()
+
+
+def test_valid_identity_is_redirected_to_verified_route(edge: Edge, sim: Simulator) -> None:
+    run = edge.call(302, identity_headers(mint("brand", ORIG, DEST)))
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("Contact") == f"<sip:{DEST}@verified.carrier.example>"
+    assert final.header("X-VVP-Status") == "VALID"
+    assert final.header("X-VVP-Brand-Name") == "Acme Bank"
+    assert final.header("P-Asserted-Identity") == f"<sip:{ORIG}@verified.carrier.example>"
+    assert sim.verify_requests() == 1
+
+
+def test_p_vvp_headers_are_verified_like_identity(edge: Edge, sim: Simulator) -> None:
+    run = edge.call(302, identity_headers(mint("valid", ORIG, DEST), style="p-vvp"))
+    assert run.returncode == 0, run.stdout
+    assert only_final(run).header("X-VVP-Status") == "VALID"
+
+
+def test_forged_signature_is_rejected_with_the_verifier_error(edge: Edge, sim: Simulator) -> None:
+    run = edge.call(403, identity_headers(mint("forged", ORIG, DEST)))
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.first_line == "SIP/2.0 403 Forbidden - VVP Verification Failed"
+    assert final.header("X-VVP-Status") == "INVALID"
+    assert final.header("X-VVP-Error") == "PASSPORT_SIG_INVALID"
+    assert final.header("Contact") is None
+
+
+def test_expired_identity_is_rejected_without_asking_the_verifier(
+    edge: Edge, sim: Simulator
+) -> None:
+    run = edge.call(403, identity_headers(mint("expired", ORIG, DEST)))
+    assert run.returncode == 0, run.stdout
+    assert only_final(run).header("X-VVP-Error") == "PASSPORT_EXPIRED"
+    assert sim.verify_requests() == 0
+
+
+def test_verifier_indeterminate_follows_the_indeterminate_policy(
+    edge: Edge, sim: Simulator
+) -> None:
+    run = edge.call(302, identity_headers(mint("indeterminate", ORIG, DEST)))
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("Contact") == f"<sip:{DEST}@unverified.carrier.example>"
+    assert final.header("X-VVP-Status") == "INDETERMINATE"
+    assert final.header("X-VVP-Error") == "DOSSIER_FETCH_FAILED"
+
+
+@pytest.mark.parametrize(
+    ("faults", "code"),
+    [
+        ({"mode": "http503"}, "EXT_VERIFIER_HTTP_STATUS"),
+        ({"mode": "malformed"}, "EXT_VERIFIER_BAD_ANSWER"),
+        ({"mode": "hang"}, "EXT_VERIFIER_TIMEOUT"),
+    ],
+)
+def test_verifier_failure_follows_the_error_policy(
+    edge: Edge, sim: Simulator, faults: dict[str, object], code: str
+) -> None:
+    sim.set_faults(**faults)
+    run = edge.call(302, identity_headers(mint("valid", ORIG, DEST)))
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("Contact") == f"<sip:{DEST}@fallback.carrier.example>"
+    assert final.header("X-VVP-Status") == "ERROR"
+    assert final.header("X-VVP-Error") == code
+    # The helper decided (not Kamailio's fallback).
+    assert final.header("X-VVP-Edge-Fallback") is None
+
+
+def test_no_identity_follows_the_missing_policy(edge: Edge, sim: Simulator) -> None:
+    run = edge.call(302, [])
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("X-VVP-Status") == "MISSING"
+    assert final.header("Contact") == f"<sip:{DEST}@unverified.carrier.example>"
+    assert sim.verify_requests() == 0
+
+
+def test_shaken_identity_is_not_sent_to_the_vvp_verifier(edge: Edge, sim: Simulator) -> None:
+    shaken = (
+        "Identity: eyJhbGciOiJFUzI1NiIsInBwdCI6InNoYWtlbiIsInR5cCI6InBhc3Nwb3J0In0"
+        ".eyJpYXQiOjF9.c2ln;info=<https://cert.example/x.pem>;alg=ES256;ppt=shaken"
+    )
+    run = edge.call(302, [shaken])
+    assert run.returncode == 0, run.stdout
+    assert only_final(run).header("X-VVP-Status") == "MISSING"
+    assert sim.verify_requests() == 0
+
+
+def test_cancel_during_slow_verification_gives_487(edge: Edge, sim: Simulator) -> None:
+    sim.set_faults(latency_ms=800)
+    scenario = invite_then_cancel(
+        edge.workdir / "cancel.xml",
+        cancel_after_ms=200,
+        headers=identity_headers(mint("valid", ORIG, DEST)),
+    )
+    run = run_sipp(scenario, edge.kamailio.port, edge.workdir)
+    assert run.returncode == 0, run.stdout
+    finals = run.finals("INVITE")
+    assert [m.code for m in finals] == [487]
+    assert [m.code for m in run.finals("CANCEL")] == [200]
+    # The late instruction is dropped: nothing else arrives for this INVITE.
+    assert sim.verify_requests() == 1
+
+
+def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> None:
+    # sipp places the call; 150 ms later, while the verifier is still busy, a copy of its
+    # INVITE (same Via branch and sent-by) arrives from another socket, as a UDP
+    # retransmission would. The transaction absorbs it: one verification, one answer.
+    sim.set_faults(latency_ms=500)
+    headers = identity_headers(mint("valid", ORIG, DEST))
+    sipp_port, branch, call_id = free_port(), f"z9hG4bK-retrans-{time.time_ns()}", "retrans-1"
+    scenario = invite_expecting(edge.workdir / "retrans.xml", 302, headers=headers, branch=branch)
+    copy = literal_invite(sipp_port=sipp_port, edge_port=edge.kamailio.port, branch=branch,
+                          call_id=call_id, headers=headers)  # fmt: skip
+
+    def retransmit() -> None:
+        time.sleep(0.15)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.sendto(copy, ("127.0.0.1", edge.kamailio.port))
+
+    sender = threading.Thread(target=retransmit)
+    sender.start()
+    # -nr: sipp must not answer the second 100 by resending (its retransmission logic).
+    run = run_sipp(scenario, edge.kamailio.port, edge.workdir, local_port=sipp_port,
+                   extra=["-nr", "-cid_str", "retrans-%u"])  # fmt: skip
+    sender.join()
+    assert run.returncode == 0, run.stdout
+    assert [m.code for m in run.finals()] == [302]
+    assert sim.verify_requests() == 1
+
+
+def test_from_display_name_with_quotes_and_backslashes_reaches_policy_intact(
+    edge: Edge, sim: Simulator
+) -> None:
+    # The test policy echoes the display name in X-VVP-Caller: Kamailio's jansson-built
+    # JSON must carry the escaped quote and backslash through unchanged.
+    run = edge.call(302, [], from_display='"Evil \\" \\\\ Co" ')
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("X-VVP-Caller") == 'Evil " \\ Co'
+    assert final.header("X-VVP-Status") == "MISSING"
+
+
+def test_crlf_in_from_display_name_cannot_add_a_header(edge: Edge, sim: Simulator) -> None:
+    # A folded line (CRLF + space) inside the quoted display name. Kamailio refuses the
+    # From outright; either way no "X-Injected" header may reach the caller.
+    run = edge.call(400, [], from_display='"Evil\r\n X-Injected: yes" ')
+    assert run.returncode == 0, run.stdout
+    final = only_final(run)
+    assert final.header("X-Injected") is None
+    assert sim.verify_requests() == 0
+
+
+def test_tcp_invite_is_decided_too(edge: Edge, sim: Simulator) -> None:
+    scenario = invite_expecting(
+        edge.workdir / "tcp.xml", 302, headers=identity_headers(mint("valid", ORIG, DEST))
+    )
+    run = run_sipp(scenario, edge.kamailio.port, edge.workdir, transport="t1")
+    assert run.returncode == 0, run.stdout
+    assert only_final(run).header("X-VVP-Status") == "VALID"
+
+
+def test_options_keepalive_gets_200(edge: Edge) -> None:
+    run = run_sipp(request_expecting(edge.workdir / "opt.xml", "OPTIONS", 200),
+                   edge.kamailio.port, edge.workdir)  # fmt: skip
+    assert run.returncode == 0, run.stdout
+
+
+def test_other_methods_get_405_with_allow(edge: Edge) -> None:
+    run = run_sipp(request_expecting(edge.workdir / "msg.xml", "MESSAGE", 405),
+                   edge.kamailio.port, edge.workdir)  # fmt: skip
+    assert run.returncode == 0, run.stdout
+    assert run.received[-1].header("Allow") == "INVITE, ACK, CANCEL, OPTIONS"
+
+
+def test_max_forwards_zero_gets_483(edge: Edge, sim: Simulator) -> None:
+    scenario = invite_expecting(edge.workdir / "mf.xml", 483, max_forwards=0)
+    run = run_sipp(scenario, edge.kamailio.port, edge.workdir)
+    assert run.returncode == 0, run.stdout
+    assert sim.verify_requests() == 0
+
+
+def test_helper_down_gives_kamailio_fallback(workdir: Path) -> None:
+    dead_helper = f"http://127.0.0.1:{free_port()}/v1/decide"
+    kamailio = Kamailio.create(workdir, dead_helper)
+    try:
+        scenario = invite_expecting(workdir / "down.xml", 302)
+        run = run_sipp(scenario, kamailio.port, workdir)
+        assert run.returncode == 0, run.stdout
+        final = only_final(run)
+        assert final.header("Contact") == f"<sip:{DEST}@fallback.carrier.example>"
+        assert final.header("X-VVP-Status") == "ERROR"
+        assert final.header("X-VVP-Edge-Fallback") == "helper-unavailable"
+    finally:
+        kamailio.stop()

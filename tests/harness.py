@@ -1,0 +1,339 @@
+"""Real processes for integration and end-to-end tests: Kamailio, the helper, the
+verifier simulator and sipp, each started on free loopback ports and stopped after.
+
+Nothing here is a stand-in: Kamailio runs the repo's kamailio.cfg, sipp sends real SIP
+over UDP/TCP, the helper and simulator are the shipped CLIs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
+DEFAULT_POLICY = REPO / "policy" / "default.yaml"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def wait_http(url: str, timeout: float = 15.0, ok: tuple[int, ...] = (200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status in ok:
+                    return
+        except Exception as exc:  # connection refused while starting
+            last = exc
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up: {last}")
+
+
+def http_json(url: str, body: Mapping[str, object] | None = None) -> object:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file shown when a test fails."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, **self.env}
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        self.proc = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class Simulator(Process):
+    port: int = 0
+
+    @classmethod
+    def create(cls, workdir: Path, **faults: object) -> Simulator:
+        port = free_port()
+        argv = [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port)]
+        sim = cls("simulator", argv, workdir / f"simulator-{port}.log", port=port)
+        sim.start()
+        wait_http(f"{sim.url}/healthz")
+        if faults:
+            sim.set_faults(**faults)
+        return sim
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def set_faults(self, **faults: object) -> None:
+        http_json(f"{self.url}/_sim/faults", faults)
+
+    def reset(self) -> None:
+        """Back to a healthy simulator with zeroed counters."""
+        self.set_faults(mode="normal", latency_ms=0, error_rate=0, force_status=None)
+        http_json(f"{self.url}/_sim/reset-stats", {})
+
+    def verify_requests(self) -> int:
+        stats = http_json(f"{self.url}/_sim/stats")
+        assert isinstance(stats, dict)
+        return int(stats["verify_requests"])
+
+
+@dataclass
+class Helper(Process):
+    port: int = 0
+
+    @classmethod
+    def create(
+        cls,
+        workdir: Path,
+        verifier_url: str,
+        policy: Path = DEFAULT_POLICY,
+        **env: str,
+    ) -> Helper:
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "vvp_helper", "serve",
+            "--port", str(port),
+            "--policy", str(policy),
+            "--verifier-url", verifier_url,
+        ]  # fmt: skip
+        helper = cls("helper", argv, workdir / f"helper-{port}.log", env=dict(env), port=port)
+        helper.start()
+        wait_http(f"{helper.url}/healthz")
+        return helper
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def decide_url(self) -> str:
+        return f"{self.url}/v1/decide"
+
+
+@dataclass
+class Kamailio(Process):
+    port: int = 0
+
+    @classmethod
+    def create(cls, workdir: Path, helper_url: str, **env: str) -> Kamailio:
+        port = free_port()
+        rundir = workdir / f"kamailio-{port}"
+        rundir.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "VVP_SIP_PORT": str(port),
+            "VVP_SIP_WORKERS": "2",
+            "VVP_HELPER_URL": helper_url,
+            "VVP_CTL_SOCKET": f"unix:{rundir}/ctl",
+            "VVP_RPC_SOCKET": f"{rundir}/rpc.sock",
+            **env,
+        }
+        argv = [
+            kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E",
+            "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
+        ]  # fmt: skip
+        kam = cls("kamailio", argv, rundir / "kamailio.log", env=settings, port=port)
+        kam.start()
+        kam.wait_listening()
+        return kam
+
+    def wait_listening(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"kamailio exited:\n{self.output()[-3000:]}")
+            # Workers are up once the log says so; the socket is bound before that.
+            if "started worker process" in self.output() and _udp_bound(self.port):
+                time.sleep(0.2)
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"kamailio did not start:\n{self.output()[-3000:]}")
+
+
+def _udp_bound(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def kamailio_binary() -> str:
+    return shutil.which("kamailio") or "/usr/sbin/kamailio"
+
+
+# ---------------------------------------------------------------------------------------
+# sipp
+
+
+@dataclass(frozen=True)
+class SipMessage:
+    first_line: str
+    headers: list[tuple[str, str]]
+
+    @property
+    def code(self) -> int | None:
+        match = re.match(r"SIP/2\.0 (\d{3})", self.first_line)
+        return int(match.group(1)) if match else None
+
+    @property
+    def method(self) -> str | None:
+        return None if self.code is not None else self.first_line.split(" ", 1)[0]
+
+    def header(self, name: str) -> str | None:
+        values = self.all(name)
+        return values[0] if values else None
+
+    def all(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+@dataclass
+class SippRun:
+    returncode: int
+    received: list[SipMessage]
+    sent: list[SipMessage]
+    stdout: str
+    stats: dict[str, str]
+
+    def finals(self, method: str = "INVITE") -> list[SipMessage]:
+        return [
+            m
+            for m in self.received
+            if (m.code or 0) >= 200 and (m.header("CSeq") or "").endswith(method)
+        ]
+
+
+def _parse_messages(text: str) -> tuple[list[SipMessage], list[SipMessage]]:
+    received: list[SipMessage] = []
+    sent: list[SipMessage] = []
+    blocks = re.split(r"^-{10,} [^\n]*\n", text, flags=re.M)
+    for block in blocks:
+        match = re.match(r"(UDP|TCP) message (received|sent)[^\n]*\n\n?", block)
+        if not match:
+            continue
+        body = block[match.end() :]
+        head = body.replace("\r\n", "\n").split("\n\n", 1)[0]
+        lines = [line for line in head.split("\n") if line]
+        if not lines:
+            continue
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        message = SipMessage(lines[0].strip(), headers)
+        (received if match.group(2) == "received" else sent).append(message)
+    return received, sent
+
+
+def run_sipp(
+    scenario: Path,
+    target_port: int,
+    workdir: Path,
+    *,
+    calls: int = 1,
+    rate: float = 10,
+    transport: str = "u1",
+    csv: Path | None = None,
+    timeout: float = 30,
+    extra: list[str] | None = None,
+    trace: bool = True,
+    local_port: int | None = None,
+) -> SippRun:
+    """Run sipp to completion; returns its exit code, messages and final statistics."""
+    tag = f"{scenario.stem}-{time.monotonic_ns()}"
+    message_file = workdir / f"{tag}.msg"
+    stat_file = workdir / f"{tag}.csv"
+    argv = [
+        "sipp", f"127.0.0.1:{target_port}",
+        "-sf", str(scenario),
+        "-m", str(calls), "-r", str(rate),
+        "-t", transport,
+        "-i", "127.0.0.1", "-p", str(local_port or free_port()),
+        "-nostdin", "-timeout", f"{timeout}s", "-timeout_error",
+        "-max_recv_loops", "1000",
+        "-trace_stat", "-stf", str(stat_file),
+    ]  # fmt: skip
+    if trace:
+        argv += ["-trace_msg", "-message_file", str(message_file)]
+    if csv is not None:
+        argv += ["-inf", str(csv)]
+    argv += extra or []
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, cwd=workdir)
+    received: list[SipMessage] = []
+    sent: list[SipMessage] = []
+    if message_file.exists():
+        received, sent = _parse_messages(message_file.read_text(errors="replace"))
+    stats: dict[str, str] = {}
+    if stat_file.exists():
+        rows = [r.split(";") for r in stat_file.read_text().splitlines() if r]
+        if len(rows) >= 2:
+            stats = dict(zip(rows[0], rows[-1], strict=False))
+    return SippRun(done.returncode, received, sent, done.stdout + done.stderr, stats)
+
+
+@contextlib.contextmanager
+def running(*processes: Process) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for process in reversed(processes):
+            process.stop()

@@ -1,0 +1,328 @@
+"""The VVP verifier SIMULATOR as a real HTTP server on loopback, and its CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from vvp_simulator.faults import Faults
+from vvp_simulator.keys import b64url_decode, decode_cesr_signature
+from vvp_simulator.passport import MintedIdentity, mint
+from vvp_simulator.server import SimulatorSettings, start
+from vvp_simulator.verdict import RESPONSE_KEYS
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    runner, port = await start(SimulatorSettings(port=0, faults=Faults(), rng_seed=7))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as c:
+        yield c
+
+
+def request_for(m: MintedIdentity) -> tuple[dict[str, str], dict[str, Any]]:
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "passport_jwt": m.passport_jwt,
+        "context": {
+            "call_id": "call-1@edge",
+            "received_at": now,
+            "sip": {
+                "from_uri": f"sip:{m.orig}@carrier.example",
+                "to_uri": f"sip:{m.dest}@carrier.example",
+                "invite_time": now,
+                "cseq": 1,
+            },
+        },
+    }
+    return {"VVP-Identity": m.vvp_identity}, body
+
+
+async def post_verify(client: httpx.AsyncClient, kind: str = "valid") -> httpx.Response:
+    headers, body = request_for(mint(kind, ORIG, DEST))
+    return await client.post("/verify", headers=headers, json=body)
+
+
+async def set_faults(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    resp = await client.post("/_sim/faults", json=changes)
+    assert resp.status_code == 200, resp.text
+    result: dict[str, Any] = resp.json()
+    return result
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [("valid", "VALID"), ("forged", "INVALID"), ("unknown-signer", "INDETERMINATE")],
+)
+async def test_verify_answers_200_in_contract_shape(
+    client: httpx.AsyncClient, kind: str, status: str
+) -> None:
+    resp = await post_verify(client, kind)
+    assert resp.status_code == 200
+    assert resp.headers["server"] == "vvp-verifier-simulator"
+    assert resp.headers["content-type"].startswith("application/json")
+    data = resp.json()
+    assert tuple(data) == RESPONSE_KEYS
+    assert data["overall_status"] == status
+
+
+async def test_brand_and_cache_hit_on_second_call(client: httpx.AsyncClient) -> None:
+    first = (await post_verify(client, "brand")).json()
+    second = (await post_verify(client, "brand")).json()
+    assert first["brand_name"] == "Acme Bank"
+    assert (first["cache_hit"], second["cache_hit"]) == (False, True)
+    assert first["request_id"] != second["request_id"]
+
+
+async def test_missing_vvp_identity_header_is_a_verdict_not_an_http_error(
+    client: httpx.AsyncClient,
+) -> None:
+    _, body = request_for(mint("valid", ORIG, DEST))
+    resp = await client.post("/verify", json=body)
+    assert resp.status_code == 200
+    assert resp.json()["errors"][0]["code"] == "VVP_IDENTITY_MISSING"
+
+
+@pytest.mark.parametrize(
+    ("drop", "loc"),
+    [
+        ("passport_jwt", ["body", "passport_jwt"]),
+        ("call_id", ["body", "context", "call_id"]),
+        ("received_at", ["body", "context", "received_at"]),
+    ],
+)
+async def test_missing_required_field_is_422_fastapi_shape(
+    client: httpx.AsyncClient, drop: str, loc: list[str]
+) -> None:
+    headers, body = request_for(mint("valid", ORIG, DEST))
+    if drop == "passport_jwt":
+        del body["passport_jwt"]
+    else:
+        del body["context"][drop]
+    resp = await client.post("/verify", headers=headers, json=body)
+    assert resp.status_code == 422
+    assert resp.json() == {
+        "detail": [{"loc": loc, "msg": "field required", "type": "value_error.missing"}]
+    }
+
+
+async def test_non_json_body_is_422(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/verify", content=b"not json")
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["type"] == "value_error.jsondecode"
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_http_error_modes(client: httpx.AsyncClient, status: int) -> None:
+    await set_faults(client, mode=f"http{status}")
+    assert (await post_verify(client)).status_code == status
+    await set_faults(client, mode="normal")
+    assert (await post_verify(client)).status_code == 200
+
+
+async def test_malformed_mode_sends_truncated_json(client: httpx.AsyncClient) -> None:
+    await set_faults(client, mode="malformed")
+    resp = await post_verify(client)
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/json")
+    assert resp.text == '{"overall_status": '
+    with pytest.raises(json.JSONDecodeError):
+        resp.json()
+
+
+async def test_wrong_shape_mode(client: httpx.AsyncClient) -> None:
+    await set_faults(client, mode="wrong_shape")
+    resp = await post_verify(client)
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+
+
+async def test_hang_mode_times_the_client_out_and_server_survives(
+    client: httpx.AsyncClient,
+) -> None:
+    await set_faults(client, mode="hang")
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        headers, body = request_for(mint("valid", ORIG, DEST))
+        await client.post("/verify", headers=headers, json=body, timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    await set_faults(client, mode="normal")
+    assert (await post_verify(client)).status_code == 200
+
+
+async def test_reset_mode_drops_the_connection(client: httpx.AsyncClient) -> None:
+    await set_faults(client, mode="reset")
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        await post_verify(client)
+    await set_faults(client, mode="normal")
+    assert (await post_verify(client)).status_code == 200
+
+
+async def test_latency_delays_the_answer(client: httpx.AsyncClient) -> None:
+    started = time.monotonic()
+    await post_verify(client)
+    fast = time.monotonic() - started
+    await set_faults(client, latency_ms=250)
+    started = time.monotonic()
+    resp = await post_verify(client)
+    slow = time.monotonic() - started
+    assert resp.status_code == 200
+    assert slow >= 0.25 and slow > fast
+
+
+async def test_error_rate_fails_that_fraction_reproducibly(client: httpx.AsyncClient) -> None:
+    await set_faults(client, error_rate=0.5)
+    codes = [(await post_verify(client)).status_code for _ in range(40)]
+    assert set(codes) == {200, 500}
+    assert 8 <= codes.count(500) <= 32
+    await set_faults(client, error_rate=1.0)
+    assert (await post_verify(client)).status_code == 500
+    await set_faults(client, error_rate=0.0)
+    assert (await post_verify(client)).status_code == 200
+
+
+async def test_force_status_overrides_the_verdict(client: httpx.AsyncClient) -> None:
+    await set_faults(client, force_status="INVALID")
+    data = (await post_verify(client, "valid")).json()
+    assert data["overall_status"] == "INVALID" and data["certainty"] == "none"
+    await set_faults(client, force_status="WARNING")
+    data = (await post_verify(client, "valid")).json()
+    assert data["overall_status"] == "WARNING"
+    assert data["vetter_warning_reason"] == "vetter_not_authorised_for_jurisdiction"
+    await set_faults(client, force_status=None)
+    assert (await post_verify(client, "valid")).json()["overall_status"] == "VALID"
+
+
+async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/_sim/faults")).json() == {
+        "latency_ms": 0.0,
+        "mode": "normal",
+        "error_rate": 0.0,
+        "force_status": None,
+    }
+    assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
+    for bad in ({"mode": "explode"}, {"bogus": 1}, {"error_rate": 2}, {"force_status": "OK"}):
+        resp = await client.post("/_sim/faults", json=bad)
+        assert resp.status_code == 400, bad
+    # A rejected change leaves the faults in force alone.
+    assert (await client.get("/_sim/faults")).json()["latency_ms"] == 5
+
+
+async def test_stats_count_and_reset(client: httpx.AsyncClient) -> None:
+    await post_verify(client, "valid")
+    await post_verify(client, "valid")
+    await post_verify(client, "forged")
+    stats = (await client.get("/_sim/stats")).json()
+    assert stats["verify_requests"] == 3
+    assert stats["by_status"] == {"VALID": 2, "INVALID": 1}
+    await client.post("/_sim/reset-stats")
+    stats = (await client.get("/_sim/stats")).json()
+    assert stats["verify_requests"] == 0 and stats["by_status"] == {}
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.headers["server"] == "vvp-verifier-simulator"
+
+
+async def test_untrusted_demo_issuer_when_trust_seeds_differ() -> None:
+    runner, port = await start(SimulatorSettings(port=0, trust_seeds=("someone-else",)))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+            data = (await post_verify(c, "valid")).json()
+    finally:
+        await runner.cleanup()
+    assert data["overall_status"] == "INDETERMINATE"
+    assert data["errors"][0]["code"] == "KERI_RESOLUTION_FAILED"
+
+
+# --- CLI -------------------------------------------------------------------------
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vvp_simulator", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_cli_mint_json() -> None:
+    proc = run_cli("mint", "--kind", "brand", "--orig", ORIG, "--dest", DEST, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["kind"] == "brand" and data["orig"] == ORIG and data["dest"] == DEST
+    assert data["identity"] == f"{data['passport_jwt']};info=<{data['kid']}>;alg=EdDSA;ppt=vvp"
+    assert len(decode_cesr_signature(data["passport_jwt"].split(".")[2])) == 64
+    assert json.loads(b64url_decode(data["vvp_identity"]))["kid"] == data["kid"]
+
+
+def test_cli_mint_headers() -> None:
+    proc = run_cli("mint", "--orig", ORIG, "--dest", DEST)
+    assert proc.returncode == 0, proc.stderr
+    names = [line.split(":", 1)[0] for line in proc.stdout.splitlines()]
+    assert names == ["Identity", "P-VVP-Identity", "P-VVP-Passport"]
+
+
+def test_cli_bad_kind_exits_2_with_prefixed_error() -> None:
+    proc = run_cli("mint", "--kind", "nope", "--orig", ORIG, "--dest", DEST)
+    assert proc.returncode == 2
+    assert "vvp-simulator: error:" in proc.stderr
+
+
+def test_cli_mint_csv(tmp_path: Path) -> None:
+    out = tmp_path / "calls.csv"
+    proc = run_cli(
+        "mint-csv", "--out", str(out), "--count", "5", "--kind", "valid,forged",
+        "--orig", ORIG, "--dest", DEST,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text(encoding="ascii").splitlines()
+    assert lines[0] == "SEQUENTIAL" and len(lines) == 6
+    rows = [line.split(";") for line in lines[1:]]
+    assert all(len(r) == 6 for r in rows)
+    assert [r[5] for r in rows] == ["valid", "forged", "valid", "forged", "valid"]
+    orig, dest, jwt, kid, vvp_identity, _ = rows[0]
+    assert (orig, dest) == (ORIG, DEST)
+    assert jwt.count(".") == 2 and kid.startswith("http://witness.demo.example:5642/oobi/D")
+    assert json.loads(b64url_decode(vvp_identity))["kid"] == kid
+
+
+async def test_cli_csv_rows_verify_against_the_server(
+    tmp_path: Path, client: httpx.AsyncClient
+) -> None:
+    out = tmp_path / "calls.csv"
+    kinds = "valid,wrong-number,indeterminate"
+    proc = run_cli(
+        "mint-csv", "--out", str(out), "--count", "3", "--kind", kinds,
+        "--orig", ORIG, "--dest", DEST,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    statuses = []
+    for line in out.read_text(encoding="ascii").splitlines()[1:]:
+        orig, dest, jwt, kid, vvp_identity, kind = line.split(";")
+        m = MintedIdentity(jwt, vvp_identity, kid, orig, dest, kind)
+        headers, body = request_for(m)
+        statuses.append((await client.post("/verify", headers=headers, json=body)).json())
+    assert [s["overall_status"] for s in statuses] == ["VALID", "INVALID", "INDETERMINATE"]
