@@ -58,9 +58,7 @@ def wait_http(url: str, timeout: float = 15.0, ok: tuple[int, ...] = (200,)) -> 
 
 def http_json(url: str, body: Mapping[str, object] | None = None) -> object:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
@@ -78,8 +76,14 @@ class Process:
     def start(self) -> None:
         env = {**os.environ, **self.env}
         self.log = self.log_path.open("wb")
+        # Own process group: stop() can then reach Kamailio's children too.
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+            self.argv,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=REPO,
+            start_new_session=True,
         )
 
     def stop(self) -> None:
@@ -90,8 +94,11 @@ class Process:
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
         self.log.close()
         self.proc = None
 
@@ -107,8 +114,8 @@ class Simulator(Process):
     port: int = 0
 
     @classmethod
-    def create(cls, workdir: Path, **faults: object) -> Simulator:
-        port = free_port()
+    def create(cls, workdir: Path, port: int | None = None, **faults: object) -> Simulator:
+        port = port or free_port()
         argv = [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port)]
         sim = cls("simulator", argv, workdir / f"simulator-{port}.log", port=port)
         sim.start()
@@ -145,9 +152,10 @@ class Helper(Process):
         workdir: Path,
         verifier_url: str,
         policy: Path = DEFAULT_POLICY,
+        port: int | None = None,
         **env: str,
     ) -> Helper:
-        port = free_port()
+        port = port or free_port()
         argv = [
             sys.executable, "-m", "vvp_helper", "serve",
             "--port", str(port),
@@ -173,8 +181,10 @@ class Kamailio(Process):
     port: int = 0
 
     @classmethod
-    def create(cls, workdir: Path, helper_url: str, **env: str) -> Kamailio:
-        port = free_port()
+    def create(
+        cls, workdir: Path, helper_url: str, port: int | None = None, **env: str
+    ) -> Kamailio:
+        port = port or free_port()
         rundir = workdir / f"kamailio-{port}"
         rundir.mkdir(parents=True, exist_ok=True)
         settings = {

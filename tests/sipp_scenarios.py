@@ -167,3 +167,30 @@ def request_expecting(path: Path, method: str, code: int, headers: Sequence[str]
     body += f'  <recv response="{code}"/>\n'
     path.write_text(f'{HEAD}<scenario name="{method} expecting {code}">\n{body}</scenario>\n')
     return path
+
+
+#: Final codes a policy can produce that the demo recognises (RFC 3261, RFC 8224).
+KNOWN_FINALS = (
+    300, 301, 302, 305, 380, 400, 403, 404, 408, 428, 436, 437, 438, 480, 486, 488,
+    500, 502, 503, 504, 603, 607, 608,
+)  # fmt: skip
+
+
+def invite_any_final(
+    path: Path,
+    *,
+    from_user: str = "+441923311001",
+    to_user: str = "+441923311006",
+    headers: Sequence[str] = (),
+) -> Path:
+    """One INVITE accepting whichever final answer the policy gives (demo and load)."""
+    body = _send(_invite(from_user, to_user, headers))
+    body += '  <recv response="100" optional="true"/>\n'
+    for code in KNOWN_FINALS[:-1]:
+        body += f'  <recv response="{code}" optional="true" next="ack"/>\n'
+    body += f'  <recv response="{KNOWN_FINALS[-1]}" next="ack"/>\n'
+    body += '  <label id="ack"/>\n'
+    body += _send(ACK.replace("[service]", escape(to_user)), retrans=False)
+    body += '  <pause milliseconds="20"/>\n'
+    path.write_text(f'{HEAD}<scenario name="invite, any final answer">\n{body}</scenario>\n')
+    return path

@@ -1,7 +1,7 @@
 """``vvp-helper`` command line.
 
-    vvp-helper serve [--host H] [--port P] [--policy FILE] [--verifier-url URL] ...
-    vvp-helper check FILE...        validate policy files with the server's own loader
+vvp-helper serve [--host H] [--port P] [--policy FILE] [--verifier-url URL] ...
+vvp-helper check FILE...        validate policy files with the server's own loader
 """
 
 from __future__ import annotations

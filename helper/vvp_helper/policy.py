@@ -256,8 +256,11 @@ def _compile_action(section: str, node: yaml.Node, problem: _Problems) -> Action
             code = int(raw)
 
     # The seed's on_indeterminate carries "reason_code: 503  # Used if action=reject"
-    # next to "action: redirect": a code only applies to the action it fits.
+    # and a reason_phrase next to "action: redirect": a code, and the phrase that goes
+    # with it, only apply to the action they fit.
+    code_fits = True
     if kind == "redirect":
+        code_fits = code is None or code < 400
         code = code if code is not None and code < 400 else 302
     elif kind == "reject" and (code is None or code < 400):
         if code is not None:
@@ -270,7 +273,7 @@ def _compile_action(section: str, node: yaml.Node, problem: _Problems) -> Action
         raw_reason = _scalar(reason_node)
         if raw_reason is None or any(ord(c) < 32 or ord(c) == 127 for c in raw_reason):
             problem(reason_node, "bad-reason", "reason_phrase must be text without control chars")
-        elif kind == "reject" or (code is not None and code < 400):
+        elif code_fits:
             reason = raw_reason.strip() or reason
 
     destination = None

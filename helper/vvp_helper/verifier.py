@@ -196,4 +196,3 @@ class VerifierClient:
         except ValueError:
             raise VerifierBadAnswer("answer is not JSON") from None
         return Verdict.from_json(data)
-

@@ -21,6 +21,7 @@ from sipp_scenarios import (
     literal_invite,
     request_expecting,
 )
+
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e
@@ -39,7 +40,10 @@ class Edge:
 
     def call(self, code: int, headers: list[str], **kwargs: object) -> SippRun:
         scenario = invite_expecting(
-            self.workdir / f"invite-{code}.xml", code, headers=headers, **kwargs  # type: ignore[arg-type]
+            self.workdir / f"invite-{code}.xml",
+            code,
+            headers=headers,
+            **kwargs,  # type: ignore[arg-type]
         )
         return run_sipp(scenario, self.kamailio.port, self.workdir)
 

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vvp_helper.identity import IdentityDecodeError
 from vvp_helper.sipfields import (
     IdentityHeader,

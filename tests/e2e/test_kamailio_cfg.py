@@ -1,0 +1,46 @@
+"""kamailio.cfg parses with every feature flag and setting we ship (kamailio -c)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import KAMAILIO_CFG, kamailio_binary
+
+pytestmark = pytest.mark.e2e
+
+
+def check(tmp_path: Path, *defines: str, **env: str) -> subprocess.CompletedProcess[str]:
+    argv = [kamailio_binary(), "-c", "-f", str(KAMAILIO_CFG)]
+    for define in defines:
+        argv += ["-A", define]
+    settings = {
+        "VVP_CTL_SOCKET": f"unix:{tmp_path}/ctl",
+        "VVP_RPC_SOCKET": f"{tmp_path}/rpc.sock",
+        **env,
+    }
+    return subprocess.run(
+        argv, capture_output=True, text=True, env={**os.environ, **settings}, timeout=30
+    )
+
+
+@pytest.mark.parametrize("defines", [(), ("WITH_DEBUG",)], ids=["default", "debug"])
+def test_config_is_valid_with_each_flag(tmp_path: Path, defines: tuple[str, ...]) -> None:
+    result = check(tmp_path, *defines)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "config file ok" in result.stderr + result.stdout
+
+
+def test_listen_address_and_port_come_from_the_environment(tmp_path: Path) -> None:
+    result = check(tmp_path, VVP_SIP_ADDR="127.0.0.2", VVP_SIP_PORT="5099")
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout + result.stderr
+    assert "udp: 127.0.0.2 [127.0.0.2]:5099" in out
+    assert "tcp: 127.0.0.2 [127.0.0.2]:5099" in out
+
+
+def test_a_broken_setting_is_refused(tmp_path: Path) -> None:
+    result = check(tmp_path, VVP_SIP_PORT="not-a-port")
+    assert result.returncode != 0
