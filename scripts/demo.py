@@ -43,7 +43,7 @@ def main() -> int:
     env = os.environ
     sip_port = int(env.get("VVP_SIP_PORT", "5060"))
     helper_port = int(env.get("VVP_HELPER_PORT", "8480"))
-    policy = Path(env.get("VVP_POLICY", REPO / "policy" / "default.yaml"))
+    policy = Path(env.get("VVP_POLICY", "policy/default.yaml"))
     workdir = REPO / "var" / time.strftime("run-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -54,12 +54,12 @@ def main() -> int:
             simulator = Simulator.create(workdir, port=int(env.get("VVP_SIMULATOR_PORT", "8090")))
             processes.append(simulator)
             verifier = simulator.url
-            print(f"verifier: bundled SIMULATOR at {verifier} (set VVP_VERIFIER_URL for a real one)")
+            print(f"verifier: bundled SIMULATOR at {verifier} (VVP_VERIFIER_URL for a real one)")
         else:
             print(f"verifier: {verifier}")
         helper = Helper.create(workdir, verifier, policy=policy, port=helper_port)
         processes.append(helper)
-        print(f"helper:   {helper.url} (policy {policy.relative_to(REPO) if policy.is_relative_to(REPO) else policy})")
+        print(f"helper:   {helper.url} (policy {policy})")
         kamailio = Kamailio.create(workdir, helper.decide_url, port=sip_port)
         processes.append(kamailio)
         print(f"kamailio: SIP udp+tcp 127.0.0.1:{sip_port}")
@@ -67,7 +67,9 @@ def main() -> int:
         print(f"{'identity':<16}{'what it is':<38}{'SIP answer':<46}{'X-VVP-Status':<15}detail")
         failures = 0
         for kind, what in CALLS:
-            headers = [] if kind == "none" else [f"Identity: {mint(kind, ORIG, DEST).identity_header()}"]
+            headers = []
+            if kind != "none":
+                headers = [f"Identity: {mint(kind, ORIG, DEST).identity_header()}"]
             scenario = invite_any_final(workdir / f"demo-{kind}.xml", headers=headers)
             run = run_sipp(scenario, sip_port, workdir, timeout=15)
             finals = run.finals()
@@ -80,7 +82,8 @@ def main() -> int:
             brand = final.header("X-VVP-Brand-Name")
             detail = final.header("X-VVP-Error") or final.header("Contact") or ""
             detail = f"{detail} brand={brand}" if brand else detail
-            print(f"{kind:<16}{what:<38}{answer[:45]:<46}{final.header('X-VVP-Status') or '':<15}{detail}")
+            status = final.header("X-VVP-Status") or ""
+            print(f"{kind:<16}{what:<38}{answer[:45]:<46}{status:<15}{detail}")
         print()
         print(f"logs: {workdir.relative_to(REPO)}/ (helper-*.log, kamailio-*/kamailio.log)")
         if failures:
@@ -88,7 +91,7 @@ def main() -> int:
             return 1
         if args.once:
             return 0
-        print("edge running; send your own INVITEs to 127.0.0.1:%d. Ctrl-C stops it." % sip_port)
+        print(f"edge running; send your own INVITEs to 127.0.0.1:{sip_port}. Ctrl-C stops it.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while all(p.alive() for p in processes):
