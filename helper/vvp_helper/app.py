@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from .actions import Policy
 from .config import Settings
 from .decision import BadCallRequest, CallRequest, Decider, Decision
-from .policy import Policy, load_policy
+from .policy import load_policy
 from .verifier import VerifierClient
 
 log = logging.getLogger("vvp_helper")

@@ -14,6 +14,7 @@ any number of Kamailio nodes.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -22,9 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import identity, sipfields
+from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
 from .errors import VerifierError
 from .identity import PrecheckSettings
-from .policy import Instruction, Policy
 from .verifier import Verdict, VerifierClient, VerifyRequest
 
 #: Longest value accepted for any single SIP field in a decision request (bytes of text).
@@ -204,8 +205,12 @@ class Decider:
         shaken: bool = False,
     ) -> Decision:
         status = verdict.overall_status if verdict else _STATUS_OF[outcome]
+        facts = call_facts(call, outcome, errors, verdict, policy)
+        action = policy.select(facts)
         context = template_context(call, outcome, status, errors, verdict)
-        instruction = policy.action_for(outcome).render(context)
+        context["trunk"] = facts.trunk or ""
+        context["rule"] = action.section
+        instruction = action.render(context)
         return Decision(
             outcome=outcome,
             status=status,
@@ -230,6 +235,48 @@ _STATUS_OF = {
 }
 
 
+def call_facts(
+    call: CallRequest,
+    outcome: str,
+    errors: Sequence[Mapping[str, str]],
+    verdict: Verdict | None,
+    policy: Policy,
+) -> CallFacts:
+    """What the policy's rules match on."""
+    try:
+        source = ipaddress.ip_address(call.source_ip) if call.source_ip else None
+    except ValueError:
+        source = None
+    return CallFacts(
+        outcome=outcome,
+        source_ip=source,
+        trunk=policy.trunk_of(source),
+        calling=digits(sipfields.telephone_number(call.from_uri) or ""),
+        called=digits(sipfields.telephone_number(call.to_uri) or ""),
+        error_codes=frozenset(e["code"] for e in errors),
+        claims=claim_statuses(verdict.claims) if verdict else {},
+    )
+
+
+def claim_statuses(claims: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Every claim in the verifier's tree by name -> status (first occurrence wins)."""
+    found: dict[str, str] = {}
+    stack = list(reversed(claims))
+    while stack and len(found) < 256:  # bounded: the answer is someone else's data
+        node = stack.pop()
+        if not isinstance(node, Mapping):
+            continue
+        name, status = node.get("name"), node.get("status")
+        if isinstance(name, str) and isinstance(status, str):
+            found.setdefault(name, status)
+        children = node.get("children")
+        if isinstance(children, list):
+            stack.extend(
+                child.get("node") for child in reversed(children) if isinstance(child, Mapping)
+            )
+    return found
+
+
 def template_context(
     call: CallRequest,
     outcome: str,
@@ -245,17 +292,21 @@ def template_context(
         "request_id": verdict.request_id if verdict else "",
         "status": status,
         "outcome": outcome,
+        "verstat": VERSTAT[outcome],
         "errors": [dict(e) for e in errors],
         "claims": list(verdict.claims) if verdict else [],
         "brand_name": verdict.brand_name if verdict else None,
         "brand_logo_url": _http_url(verdict.brand_logo_url) if verdict else None,
         "signer_aid": verdict.signer_aid if verdict else None,
         "certainty": verdict.certainty if verdict else None,
+        "vetter_status": verdict.vetter_status if verdict else None,
         "vetter_warning_reason": verdict.vetter_warning_reason if verdict else None,
         "from_uri": call.from_uri,
         "to_uri": call.to_uri,
         "from_name": call.from_name,
         "source_ip": call.source_ip,
+        "trunk": "",
+        "rule": "",
     }
 
 

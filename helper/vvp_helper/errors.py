@@ -40,15 +40,21 @@ class PolicyProblem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        return f"{where}: {self.code}: {self.message}"
+        severity = "warning: " if self.severity == "warning" else ""
+        return f"{where}: {severity}{self.code}: {self.message}"
 
 
 class PolicyError(HelperError):
-    """A policy file that cannot be loaded; ``problems`` lists every error found."""
+    """A policy file that cannot be loaded; ``problems`` lists every problem found,
+    errors and warnings, sorted by position."""
 
     def __init__(self, problems: list[PolicyProblem]) -> None:
         self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.column))
         super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def errors(self) -> list[PolicyProblem]:
+        return [p for p in self.problems if p.severity == "error"]
 
 
 class VerifierError(HelperError):

@@ -1,6 +1,6 @@
-"""The routing policy: verification outcome -> SIP answer.
+"""Reading and validating policy files: YAML -> a compiled ``actions.Policy``.
 
-The file format is the seed's ``policy.yaml`` (shared/seeds/000_*), unchanged::
+The format is the seed's ``policy.yaml`` (shared/seeds/000_*), unchanged::
 
     policies:
       on_valid:                      # one section per outcome
@@ -12,56 +12,81 @@ The file format is the seed's ``policy.yaml`` (shared/seeds/000_*), unchanged::
         reason_code: 403
         reason_phrase: "Forbidden - VVP Verification Failed"
 
-Extensions: ``on_warning`` (absent -> ``on_valid``'s action) and ``on_missing`` (absent ->
-``on_indeterminate``'s action: a call with no identity is as unverified as one the verifier
-could not decide).
+Extensions, all optional: ``on_warning`` (absent -> ``on_valid``'s action), ``on_missing``
+(absent -> ``on_indeterminate``'s), ``reason_header``, RFC 8224 codes by name, ``trunks``
+(name -> source addresses) and ``rules`` (scoped actions, first match wins, tried before
+the sections). policy/README.md documents every key.
 
-The loader reads YAML *nodes*, not plain data, so every problem carries file:line:column,
-and it reports all problems at once. A policy is compiled once (templates parsed,
-defaults resolved); a call only renders.
+The loader reads YAML *nodes*, not plain data, so every problem carries file:line:column
+(as Prometheus' rulefmt does), and it reports all problems at once, sorted by position.
+Warnings (legal, but probably not meant) are kept apart from errors.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Iterable, Mapping
+import ipaddress
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from .actions import (
+    OUTCOMES,
+    TEMPLATE_VARIABLES,
+    Action,
+    Instruction,
+    IPNetwork,
+    Match,
+    Policy,
+    Rule,
+    digits,
+)
 from .errors import PolicyError, PolicyProblem
 from .template import Template, TemplateError, compile_template, is_header_name
 
-OUTCOMES = ("valid", "warning", "invalid", "indeterminate", "error", "missing")
+__all__ = [
+    "OUTCOMES",
+    "TEMPLATE_VARIABLES",
+    "Action",
+    "Instruction",
+    "LoadedPolicy",
+    "Policy",
+    "load_policy",
+    "parse_policy",
+    "read_policy",
+]
+
 REQUIRED_SECTIONS = ("on_valid", "on_invalid", "on_indeterminate", "on_error")
 #: Where an outcome without a section of its own borrows its action from.
 SECTION_FALLBACK = {"warning": "valid", "missing": "indeterminate"}
 
-ACTION_KEYS = ("action", "destination_template", "reason_code", "reason_phrase", "headers")
-
-#: What a template may read. Every name is documented in policy/README.md.
-TEMPLATE_VARIABLES = frozenset(
-    {
-        "orig",  # calling number (From), digits and leading +
-        "dest",  # called number (To)
-        "call_id",
-        "request_id",  # the verifier's request id ("" when it was not asked)
-        "status",  # VALID / INVALID / INDETERMINATE / WARNING / ERROR / MISSING
-        "outcome",  # valid / invalid / ... (the policy section that applied)
-        "errors",  # list of {code, message}; "{errors}" renders the codes
-        "claims",  # the verifier's claim tree; "{claims}" renders name=status pairs
-        "brand_name",
-        "brand_logo_url",
-        "signer_aid",
-        "certainty",
-        "vetter_warning_reason",
-        "from_uri",
-        "to_uri",
-        "from_name",
-        "source_ip",
-    }
+TOP_KEYS = ("policies", "rules", "trunks")
+ACTION_KEYS = (
+    "action",
+    "destination_template",
+    "reason_code",
+    "reason_phrase",
+    "reason_header",
+    "headers",
+)
+RULE_KEYS = ("name", "match", *ACTION_KEYS)
+MATCH_KEYS = (
+    "source",
+    "trunk",
+    "outcome",
+    "called_prefix",
+    "calling_prefix",
+    "error_code",
+    "claim",
+)
+CLAIM_STATUSES = ("VALID", "INVALID", "INDETERMINATE")
+#: Headers the edge sets itself; a policy adding them would break the SIP answer.
+RESERVED_HEADERS = frozenset(
+    {"contact", "via", "call-id", "cseq", "from", "to", "content-length", "max-forwards"}
 )
 
 #: Reason phrases used when a section gives a code but no phrase (RFC 3261, RFC 8224).
@@ -88,261 +113,413 @@ DEFAULT_REASONS = {
     608: "Rejected",
 }
 
+#: Codes an operator may write by name (RFC 8224 section 6.2.2 and common ones).
+NAMED_CODES = {
+    "moved-temporarily": 302,
+    "forbidden": 403,
+    "use-identity-header": 428,
+    "bad-identity-info": 436,
+    "unsupported-credential": 437,
+    "invalid-identity-header": 438,
+    "temporarily-unavailable": 480,
+    "service-unavailable": 503,
+    "decline": 603,
+    "unwanted": 607,
+    "rejected": 608,
+}
 
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """What Kamailio is told to answer. ``contact`` only for 3xx."""
-
-    code: int
-    reason: str
-    contact: str | None
-    headers: tuple[tuple[str, str], ...]
-
-    def header_block(self) -> str:
-        """The headers as the CRLF-terminated block Kamailio appends verbatim."""
-        return "".join(f"{name}: {value}\r\n" for name, value in self.headers)
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """One compiled policy section."""
-
-    section: str
-    kind: str  # "redirect" | "reject"
-    code: int
-    reason: str
-    destination: Template | None
-    headers: tuple[tuple[str, Template], ...]
-
-    def render(self, context: Mapping[str, object]) -> Instruction:
-        contact = None
-        if self.destination is not None:
-            contact = _uri_safe(self.destination.render(context))
-        headers = []
-        for name, template in self.headers:
-            value = template.render(context)
-            # An empty value (e.g. "{errors[0].code}" with no errors) means "nothing to
-            # say": the header is left out rather than sent empty.
-            if value:
-                headers.append((name, value))
-        return Instruction(self.code, self.reason, contact, tuple(headers))
+_PREFIX = re.compile(r"\+?[0-9]{1,15}")
+_INT_TAG = "tag:yaml.org,2002:int"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
 
 
 @dataclass(frozen=True, slots=True)
-class Policy:
-    source: str
-    sha256: str
-    actions: Mapping[str, Action]
+class LoadedPolicy:
+    """A policy that loaded, with the warnings found on the way."""
 
-    def action_for(self, outcome: str) -> Action:
-        return self.actions[outcome]
-
-
-def _uri_safe(uri: str) -> str:
-    # Kamailio writes the Contact as <uri>: characters that would close the brackets or
-    # start a new token are dropped (values are already free of control characters).
-    return "".join(ch for ch in uri if ch not in '<>" ')
+    policy: Policy
+    warnings: tuple[PolicyProblem, ...]
 
 
 def load_policy(path: str | Path) -> Policy:
     """Read, validate and compile a policy file; ``PolicyError`` lists every problem."""
+    return read_policy(path).policy
+
+
+def read_policy(path: str | Path) -> LoadedPolicy:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyError([PolicyProblem(str(path), 0, 0, "unreadable", str(exc))]) from None
-    return parse_policy(text, str(path))
-
-
-class _Problems:
-    """Collects every problem in one file, each at its YAML position."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.found: list[PolicyProblem] = []
-
-    def __call__(self, node: yaml.Node | None, code: str, message: str) -> None:
-        line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (0, 0)
-        self.found.append(PolicyProblem(self.source, line, column, code, message))
-
-    def at(self, line: int, column: int, code: str, message: str) -> None:
-        self.found.append(PolicyProblem(self.source, line, column, code, message))
+    return _Loader(text, str(path)).load()
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:
-    problem = _Problems(source)
-    problems = problem.found
+    return _Loader(text, source).load().policy
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise PolicyError([PolicyProblem(source, line, column, "yaml-syntax", reason)]) from None
 
-    if not isinstance(root, yaml.MappingNode):
-        problem(root, "not-a-mapping", "a policy is a mapping with a 'policies' key")
-        raise PolicyError(problems)
+class _Loader:
+    """One file's validation: collects every problem at its YAML position."""
 
-    top = _mapping(root, problem)
-    for key, (key_node, _) in top.items():
-        if key != "policies":
-            problem(key_node, "unknown-key", f"unknown key {key!r}{_hint(key, ['policies'])}")
-    if "policies" not in top:
-        problem(root, "missing-key", "'policies' is required")
-        raise PolicyError(problems)
-    policies_node = top["policies"][1]
-    if not isinstance(policies_node, yaml.MappingNode):
-        problem(policies_node, "not-a-mapping", "'policies' must be a mapping of sections")
-        raise PolicyError(problems)
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = source
+        self.problems: list[PolicyProblem] = []
+        self.trunk_names: set[str] = set()
 
-    sections = _mapping(policies_node, problem)
-    known_sections = [f"on_{o}" for o in OUTCOMES]
-    for key, (key_node, _) in sections.items():
-        if key not in known_sections:
-            problem(
-                key_node, "unknown-section", f"unknown section {key!r}{_hint(key, known_sections)}"
-            )
-    for required in REQUIRED_SECTIONS:
-        if required not in sections:
-            problem(policies_node, "missing-section", f"section {required!r} is required")
+    # -- problem reporting -------------------------------------------------------------
 
-    compiled: dict[str, Action] = {}
-    for outcome in OUTCOMES:
-        entry = sections.get(f"on_{outcome}")
-        if entry is not None:
-            action = _compile_action(f"on_{outcome}", entry[1], problem)
+    def error(self, node: yaml.Node | None, code: str, message: str) -> None:
+        self._add(node, code, message, "error")
+
+    def warn(self, node: yaml.Node | None, code: str, message: str) -> None:
+        self._add(node, code, message, "warning")
+
+    def _add(self, node: yaml.Node | None, code: str, message: str, severity: str) -> None:
+        line, column = (node.start_mark.line + 1, node.start_mark.column + 1) if node else (0, 0)
+        self.problems.append(PolicyProblem(self.source, line, column, code, message, severity))
+
+    def errors(self) -> list[PolicyProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    # -- the file ----------------------------------------------------------------------
+
+    def load(self) -> LoadedPolicy:
+        try:
+            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            reason = getattr(exc, "problem", None) or str(exc)
+            problem = PolicyProblem(self.source, line, column, "yaml-syntax", reason)
+            raise PolicyError([problem]) from None
+
+        if not isinstance(root, yaml.MappingNode):
+            self.error(root, "not-a-mapping", "a policy is a mapping with a 'policies' key")
+            raise PolicyError(self.problems)
+
+        top = self.mapping(root)
+        self.unknown_keys(top, TOP_KEYS, "key")
+        trunks = self.trunks(top["trunks"][1]) if "trunks" in top else ()
+        actions = self.sections(top.get("policies", (None, None))[1], root)
+        rules = self.rules(top["rules"][1]) if "rules" in top else ()
+
+        if self.errors():
+            raise PolicyError(self.problems)
+        for outcome, borrowed in SECTION_FALLBACK.items():
+            actions.setdefault(outcome, actions[borrowed])
+        digest = hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+        policy = Policy(self.source, digest, actions, tuple(rules), tuple(trunks))
+        warnings = sorted(self.problems, key=lambda p: (p.line, p.column))
+        return LoadedPolicy(policy, tuple(warnings))
+
+    def sections(self, node: yaml.Node | None, root: yaml.Node) -> dict[str, Action]:
+        if node is None:
+            self.error(root, "missing-key", "'policies' is required")
+            return {}
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "not-a-mapping", "'policies' must be a mapping of sections")
+            return {}
+        sections = self.mapping(node)
+        known = [f"on_{o}" for o in OUTCOMES]
+        self.unknown_keys(sections, known, "section")
+        for required in REQUIRED_SECTIONS:
+            if required not in sections:
+                self.error(node, "missing-section", f"section {required!r} is required")
+        compiled: dict[str, Action] = {}
+        for outcome in OUTCOMES:
+            entry = sections.get(f"on_{outcome}")
+            if entry is None:
+                continue
+            fields = self.action_fields(entry[1], f"on_{outcome}", ACTION_KEYS)
+            if fields is None:
+                continue
+            action = self.action(f"on_{outcome}", entry[1], fields)
             if action is not None:
                 compiled[outcome] = action
+                if outcome == "error":
+                    self.check_fail_closed(entry[1], action)
+        return compiled
 
-    if problems:
-        raise PolicyError(problems)
-    for outcome, borrowed in SECTION_FALLBACK.items():
-        compiled.setdefault(outcome, compiled[borrowed])
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    return Policy(source=source, sha256=digest, actions=compiled)
+    def check_fail_closed(self, node: yaml.Node, action: Action) -> None:
+        if action.kind == "reject" and not action.headers and not action.reason_header:
+            self.warn(
+                node,
+                "silent-fail-closed",
+                "calls are rejected when the verifier fails, with no header saying why: "
+                "add e.g. X-VVP-Status: ERROR or reason_header: true",
+            )
 
+    # -- trunks and rules --------------------------------------------------------------
 
-def _compile_action(section: str, node: yaml.Node, problem: _Problems) -> Action | None:
-    if not isinstance(node, yaml.MappingNode):
-        problem(node, "not-a-mapping", f"{section} must be a mapping (action, headers, ...)")
+    def trunks(self, node: yaml.Node) -> list[tuple[str, tuple[IPNetwork, ...]]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "not-a-mapping", "trunks maps a trunk name to source addresses")
+            return []
+        result = []
+        for name, (_, value) in self.mapping(node).items():
+            networks = self.networks(value)
+            self.trunk_names.add(name)
+            result.append((name, networks))
+        return result
+
+    def rules(self, node: yaml.Node) -> list[Rule]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, "not-a-list", "rules is a list, tried in order")
+            return []
+        rules = []
+        for index, rule_node in enumerate(node.value):
+            fields = self.action_fields(rule_node, f"rules[{index}]", RULE_KEYS)
+            if fields is None:
+                continue
+            name_node = fields.get("name", (None, None))[1]
+            name = self.scalar(name_node) or f"rules[{index}]"
+            match_node = fields.get("match", (None, None))[1]
+            if match_node is None:
+                self.error(rule_node, "missing-key", f"rule {name!r} needs a 'match'")
+                continue
+            match = self.match(match_node, name)
+            action = self.action(f"rule {name}", rule_node, fields)
+            if match is not None and action is not None:
+                rules.append(Rule(name, match, action))
+        return rules
+
+    def match(self, node: yaml.Node, rule: str) -> Match | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "not-a-mapping", f"rule {rule!r}: match is a mapping of conditions")
+            return None
+        fields = self.mapping(node)
+        self.unknown_keys(fields, MATCH_KEYS, "condition")
+        if not fields:
+            self.warn(node, "matches-everything", f"rule {rule!r} matches every call")
+
+        def strings(key: str) -> list[tuple[yaml.Node, str]]:
+            value = fields.get(key, (None, None))[1]
+            return self.string_list(value) if value is not None else []
+
+        networks = self.networks(fields["source"][1]) if "source" in fields else ()
+        trunks = strings("trunk")
+        for trunk_node, trunk in trunks:
+            if trunk not in self.trunk_names:
+                hint = _hint(trunk, self.trunk_names)
+                self.error(trunk_node, "unknown-trunk", f"no trunk named {trunk!r}{hint}")
+        outcomes = strings("outcome")
+        for outcome_node, outcome in outcomes:
+            if outcome not in OUTCOMES:
+                hint = _hint(outcome, OUTCOMES)
+                self.error(outcome_node, "unknown-outcome", f"no outcome {outcome!r}{hint}")
+        prefixes: dict[str, list[str]] = {}
+        for key in ("called_prefix", "calling_prefix"):
+            prefixes[key] = []
+            for prefix_node, prefix in strings(key):
+                if not _PREFIX.fullmatch(prefix):
+                    self.error(prefix_node, "bad-prefix", f"{prefix!r} is not a number prefix")
+                prefixes[key].append(digits(prefix))
+        claims = []
+        if "claim" in fields:
+            claim_node = fields["claim"][1]
+            if not isinstance(claim_node, yaml.MappingNode):
+                self.error(claim_node, "not-a-mapping", "claim maps a claim name to statuses")
+            else:
+                for claim, (_, statuses_node) in self.mapping(claim_node).items():
+                    statuses = self.string_list(statuses_node)
+                    for status_node, status in statuses:
+                        if status not in CLAIM_STATUSES:
+                            hint = _hint(status, CLAIM_STATUSES)
+                            message = f"claim status {status!r} is not one of {CLAIM_STATUSES}"
+                            self.error(status_node, "bad-claim-status", message + hint)
+                    claims.append((claim, frozenset(s for _, s in statuses)))
+        return Match(
+            networks=tuple(networks),
+            trunks=frozenset(t for _, t in trunks),
+            outcomes=frozenset(o for _, o in outcomes),
+            called_prefixes=tuple(prefixes["called_prefix"]),
+            calling_prefixes=tuple(prefixes["calling_prefix"]),
+            error_codes=frozenset(c for _, c in strings("error_code")),
+            claims=tuple(claims),
+        )
+
+    def networks(self, node: yaml.Node) -> tuple[IPNetwork, ...]:
+        result = []
+        for item_node, text in self.string_list(node):
+            try:
+                result.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                message = f"{text!r} is not an IP address or CIDR"
+                self.error(item_node, "bad-address", message)
+        return tuple(result)
+
+    # -- one action --------------------------------------------------------------------
+
+    def action_fields(
+        self, node: yaml.Node, where: str, allowed: Iterable[str]
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]] | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "not-a-mapping", f"{where} must be a mapping (action, headers, ...)")
+            return None
+        fields = self.mapping(node)
+        self.unknown_keys(fields, tuple(allowed), "key")
+        return fields
+
+    def action(
+        self, section: str, node: yaml.Node, fields: dict[str, tuple[yaml.Node, yaml.Node]]
+    ) -> Action | None:
+        before = len(self.errors())
+        kind_node = fields.get("action", (None, None))[1]
+        kind = self.scalar(kind_node)
+        if kind_node is None:
+            self.error(node, "missing-key", f"{section}: 'action' is required (redirect or reject)")
+        elif kind not in ("redirect", "reject"):
+            self.error(kind_node, "bad-action", f"action must be redirect or reject, not {kind!r}")
+
+        code_node = fields.get("reason_code", (None, None))[1]
+        code = self.code(code_node) if code_node is not None else None
+        # The seed's on_indeterminate carries "reason_code: 503  # Used if action=reject"
+        # and a reason_phrase next to "action: redirect": a code, and the phrase that goes
+        # with it, only apply to the action they fit.
+        code_fits = True
+        if kind == "redirect":
+            if code is not None and code >= 400:
+                code_fits = False
+                self.warn(
+                    code_node,
+                    "reason-code-unused",
+                    f"{section}: reason_code {code} is not used by a redirect (302 is sent); "
+                    "it applies if the action becomes reject",
+                )
+            code = code if code is not None and code < 400 else 302
+        elif kind == "reject" and (code is None or code < 400):
+            if code is not None:
+                self.error(code_node, "bad-code", f"a reject needs a 4xx-6xx code, not {code}")
+            code = 403 if code is None else code
+
+        reason = DEFAULT_REASONS.get(code or 0, "Unknown")
+        reason_node = fields.get("reason_phrase", (None, None))[1]
+        if reason_node is not None:
+            raw_reason = self.scalar(reason_node)
+            if raw_reason is None or any(ord(c) < 32 or ord(c) == 127 for c in raw_reason):
+                self.error(
+                    reason_node, "bad-reason", "reason_phrase must be text without control chars"
+                )
+            elif code_fits:
+                reason = raw_reason.strip() or reason
+
+        reason_header = False
+        flag_node = fields.get("reason_header", (None, None))[1]
+        if flag_node is not None:
+            if flag_node.tag != _BOOL_TAG:
+                self.error(flag_node, "not-a-boolean", "reason_header is true or false")
+            else:
+                reason_header = self.scalar(flag_node) in ("true", "True", "TRUE", "yes", "on")
+
+        destination = None
+        dest_node = fields.get("destination_template", (None, None))[1]
+        if kind == "redirect" and dest_node is None:
+            self.error(node, "missing-key", f"{section}: a redirect needs a destination_template")
+        if dest_node is not None and kind == "redirect":
+            destination = self.template(dest_node)
+
+        headers = self.headers(fields.get("headers", (None, None))[1])
+        if len(self.errors()) != before or kind is None or code is None:
+            return None
+        return Action(section, kind, code, reason, destination, headers, reason_header)
+
+    def code(self, node: yaml.Node) -> int | None:
+        raw = self.scalar(node)
+        if raw is not None and node.tag != _INT_TAG and raw in NAMED_CODES:
+            return NAMED_CODES[raw]
+        if node.tag != _INT_TAG or raw is None or not raw.isdigit() or not 300 <= int(raw) <= 699:
+            hint = _hint(raw or "", NAMED_CODES) if node.tag != _INT_TAG else ""
+            self.error(
+                node,
+                "bad-code",
+                f"reason_code must be a SIP code 300-699 or a name such as "
+                f"invalid-identity-header, not {raw!r}{hint}",
+            )
+            return None
+        return int(raw)
+
+    def headers(self, node: yaml.Node | None) -> tuple[tuple[str, Template], ...]:
+        if node is None:
+            return ()
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "not-a-mapping", "headers must be a mapping name: template")
+            return ()
+        headers = []
+        for name, (name_node, value_node) in self.mapping(node).items():
+            if not is_header_name(name):
+                self.error(name_node, "bad-header-name", f"{name!r} is not a SIP header name")
+                continue
+            if name.lower() in RESERVED_HEADERS:
+                self.error(
+                    name_node,
+                    "reserved-header",
+                    f"{name} is set by the edge itself and cannot be added by a policy",
+                )
+                continue
+            template = self.template(value_node)
+            if template is not None:
+                headers.append((name, template))
+        return tuple(headers)
+
+    def template(self, node: yaml.Node) -> Template | None:
+        text = self.scalar(node)
+        if text is None:
+            self.error(node, "not-a-string", "a template must be a string")
+            return None
+        try:
+            return compile_template(text, TEMPLATE_VARIABLES)
+        except TemplateError as exc:
+            # Quoted scalars start one character before their text.
+            offset = 1 if getattr(node, "style", None) in ("'", '"') else 0
+            line = node.start_mark.line + 1
+            column = node.start_mark.column + offset + exc.column
+            self.problems.append(
+                PolicyProblem(self.source, line, column, "bad-template", exc.message)
+            )
+            return None
+
+    # -- YAML helpers ------------------------------------------------------------------
+
+    def scalar(self, node: yaml.Node | None) -> str | None:
+        if isinstance(node, yaml.ScalarNode):
+            return str(node.value)
         return None
-    before = len(problem.found)
-    fields = _mapping(node, problem)
-    for key, (key_node, _) in fields.items():
-        if key not in ACTION_KEYS:
-            problem(key_node, "unknown-key", f"unknown key {key!r}{_hint(key, ACTION_KEYS)}")
 
-    kind_node = fields.get("action", (None, None))[1]
-    kind = _scalar(kind_node)
-    if kind_node is None:
-        problem(node, "missing-key", f"{section}: 'action' is required (redirect or reject)")
-    elif kind not in ("redirect", "reject"):
-        problem(kind_node, "bad-action", f"action must be redirect or reject, not {kind!r}")
+    def string_list(self, node: yaml.Node) -> list[tuple[yaml.Node, str]]:
+        """A scalar or a list of scalars, each with its node for positions."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        result = []
+        for item in items:
+            text = self.scalar(item)
+            if text is None or text == "":
+                self.error(item, "not-a-string", "expected a string or a list of strings")
+            else:
+                result.append((item, text))
+        return result
 
-    code_node = fields.get("reason_code", (None, None))[1]
-    code: int | None = None
-    if code_node is not None:
-        raw = _scalar(code_node)
-        if (
-            code_node.tag != "tag:yaml.org,2002:int"
-            or raw is None
-            or not raw.isdigit()
-            or not 300 <= int(raw) <= 699
-        ):
-            problem(code_node, "bad-code", f"reason_code must be a SIP code 300-699, not {raw!r}")
-        else:
-            code = int(raw)
+    def mapping(self, node: yaml.MappingNode) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            key = self.scalar(key_node)
+            if key is None:
+                self.error(key_node, "bad-key", "keys must be plain strings")
+                continue
+            if key in result:
+                self.error(key_node, "duplicate-key", f"{key!r} is given twice")
+                continue
+            result[key] = (key_node, value_node)
+        return result
 
-    # The seed's on_indeterminate carries "reason_code: 503  # Used if action=reject"
-    # and a reason_phrase next to "action: redirect": a code, and the phrase that goes
-    # with it, only apply to the action they fit.
-    code_fits = True
-    if kind == "redirect":
-        code_fits = code is None or code < 400
-        code = code if code is not None and code < 400 else 302
-    elif kind == "reject" and (code is None or code < 400):
-        if code is not None:
-            problem(code_node, "bad-code", f"a reject needs a 4xx-6xx code, not {code}")
-        code = 403 if code is None else code
-
-    reason_node = fields.get("reason_phrase", (None, None))[1]
-    reason = DEFAULT_REASONS.get(code or 0, "Unknown")
-    if reason_node is not None:
-        raw_reason = _scalar(reason_node)
-        if raw_reason is None or any(ord(c) < 32 or ord(c) == 127 for c in raw_reason):
-            problem(reason_node, "bad-reason", "reason_phrase must be text without control chars")
-        elif code_fits:
-            reason = raw_reason.strip() or reason
-
-    destination = None
-    dest_node = fields.get("destination_template", (None, None))[1]
-    if kind == "redirect" and dest_node is None:
-        problem(node, "missing-key", f"{section}: a redirect needs a destination_template")
-    if dest_node is not None and kind == "redirect":
-        destination = _template(dest_node, problem)
-
-    headers: list[tuple[str, Template]] = []
-    headers_node = fields.get("headers", (None, None))[1]
-    if headers_node is not None:
-        if not isinstance(headers_node, yaml.MappingNode):
-            problem(headers_node, "not-a-mapping", "headers must be a mapping name: template")
-        else:
-            for name, (name_node, value_node) in _mapping(headers_node, problem).items():
-                if not is_header_name(name):
-                    problem(name_node, "bad-header-name", f"{name!r} is not a SIP header name")
-                    continue
-                if name.lower() in ("contact", "via", "call-id", "cseq", "from", "to"):
-                    problem(
-                        name_node,
-                        "reserved-header",
-                        f"{name} is set by the edge itself and cannot be added by a policy",
-                    )
-                    continue
-                template = _template(value_node, problem)
-                if template is not None:
-                    headers.append((name, template))
-
-    if len(problem.found) != before or kind is None or code is None:
-        return None
-    return Action(section, kind, code, reason, destination, tuple(headers))
-
-
-def _template(node: yaml.Node, problem: _Problems) -> Template | None:
-    text = _scalar(node)
-    if text is None:
-        problem(node, "not-a-string", "a template must be a string")
-        return None
-    try:
-        return compile_template(text, TEMPLATE_VARIABLES)
-    except TemplateError as exc:
-        line = node.start_mark.line + 1
-        # Quoted scalars start one character before their text.
-        offset = 1 if getattr(node, "style", None) in ("'", '"') else 0
-        column = node.start_mark.column + offset + exc.column
-        problem.at(line, column, "bad-template", exc.message)
-        return None
-
-
-def _scalar(node: yaml.Node | None) -> str | None:
-    if isinstance(node, yaml.ScalarNode):
-        return str(node.value)
-    return None
-
-
-def _mapping(node: yaml.MappingNode, problem: _Problems) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-    for key_node, value_node in node.value:
-        key = _scalar(key_node)
-        if key is None:
-            problem(key_node, "bad-key", "keys must be plain strings")
-            continue
-        if key in result:
-            problem(key_node, "duplicate-key", f"{key!r} is given twice")
-            continue
-        result[key] = (key_node, value_node)
-    return result
+    def unknown_keys(
+        self, fields: dict[str, tuple[yaml.Node, yaml.Node]], allowed: Iterable[str], what: str
+    ) -> None:
+        allowed = tuple(allowed)
+        for key, (key_node, _) in fields.items():
+            if key not in allowed:
+                code = "unknown-section" if what == "section" else "unknown-key"
+                self.error(key_node, code, f"unknown {what} {key!r}{_hint(key, allowed)}")
 
 
 def _hint(word: str, choices: Iterable[str]) -> str:

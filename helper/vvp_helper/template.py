@@ -80,12 +80,29 @@ class Template:
 
     def render(self, context: Mapping[str, object], *, max_len: int = DEFAULT_MAX_LEN) -> str:
         """Render with ``context``; missing data renders empty. Never raises on any data."""
+        return self.render_unless_empty(context, max_len=max_len, keep_empty=True) or ""
+
+    def render_unless_empty(
+        self,
+        context: Mapping[str, object],
+        *,
+        max_len: int = DEFAULT_MAX_LEN,
+        keep_empty: bool = False,
+    ) -> str | None:
+        """Like ``render``, but None when the template has placeholders and every one of
+        them rendered empty: "<{brand_logo_url}>;purpose=icon" without a logo is no
+        header at all, rather than a broken one."""
         out: list[str] = []
+        filled = keep_empty or not any(isinstance(p, _Field) for p in self.parts)
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
             else:
-                out.append(_render_value(_lookup(context, part)))
+                value = _render_value(_lookup(context, part))
+                filled = filled or value != ""
+                out.append(value)
+        if not filled:
+            return None
         return sanitize_header_value("".join(out), max_len)
 
 

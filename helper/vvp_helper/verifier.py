@@ -83,6 +83,9 @@ class Verdict:
     signer_aid: str | None
     vetter_warning_reason: str | None
     cache_hit: bool
+    #: Per-credential vetter checks, keyed by credential SAID (``constraint_type``,
+    #: ``is_authorized``, ``vetter_certification_said``).
+    vetter_constraints: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: object) -> Verdict:
@@ -120,7 +123,41 @@ class Verdict:
             signer_aid=_optional_str(data, "signer_aid"),
             vetter_warning_reason=_optional_str(data, "vetter_warning_reason"),
             cache_hit=data.get("cache_hit") is True,
+            vetter_constraints=_optional_dict(data, "vetter_constraints"),
         )
+
+    @property
+    def vetter_status(self) -> str | None:
+        """The sip-verify service's X-VVP-Vetter-Status value for these constraints.
+
+        A constraint found unauthorized by a known vetter certification is a hard
+        failure (FAIL-ECC / FAIL-JURISDICTION / both); one without a certification is
+        INDETERMINATE, unless a hard failure exists; otherwise PASS.
+        """
+        if not self.vetter_constraints:
+            return None
+        failed: set[str] = set()
+        unknown = False
+        for item in self.vetter_constraints.values():
+            if not isinstance(item, Mapping) or item.get("is_authorized") is True:
+                continue
+            if item.get("vetter_certification_said"):
+                failed.add(str(item.get("constraint_type", "")).lower())
+            else:
+                unknown = True
+        if failed:
+            parts = [name.upper() for name in ("ecc", "jurisdiction") if name in failed]
+            return "FAIL-" + "-".join(parts) if parts else "FAIL"
+        return "INDETERMINATE" if unknown else "PASS"
+
+
+def _optional_dict(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise VerifierBadAnswer(f"{key} is not an object")
+    return value
 
 
 def _optional_str(data: Mapping[str, Any], key: str) -> str | None:

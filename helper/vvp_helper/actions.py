@@ -1,0 +1,191 @@
+"""A compiled policy: what the edge answers for a call, decided in memory.
+
+``policy.py`` reads and validates the YAML file; this module is what it builds: scoped
+``rules`` tried first (first match wins), then one ``Action`` per outcome. Everything is
+compiled once per load, so a call only matches and renders.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .template import Template
+
+OUTCOMES = ("valid", "warning", "invalid", "indeterminate", "error", "missing")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: What a template may read. Every name is documented in policy/README.md.
+TEMPLATE_VARIABLES = frozenset(
+    {
+        "orig",  # calling number (From), digits and leading +
+        "dest",  # called number (To)
+        "call_id",
+        "request_id",  # the verifier's request id ("" when it was not asked)
+        "status",  # VALID / INVALID / INDETERMINATE / WARNING / ERROR / MISSING
+        "outcome",  # valid / invalid / ... (the policy section that applied)
+        "verstat",  # TS 24.229 verstat: TN-Validation-Passed / -Failed / No-TN-Validation
+        "errors",  # list of {code, message}; "{errors}" renders the codes
+        "claims",  # the verifier's claim tree; "{claims}" renders name=status pairs
+        "brand_name",
+        "brand_logo_url",  # http(s) only
+        "signer_aid",
+        "certainty",
+        "vetter_status",  # PASS / FAIL-ECC / FAIL-JURISDICTION / FAIL-ECC-JURISDICTION / ...
+        "vetter_warning_reason",
+        "from_uri",
+        "to_uri",
+        "from_name",
+        "source_ip",
+        "trunk",  # the trunk the source address belongs to (policy "trunks"), or ""
+        "rule",  # the name of the rule or section that decided
+    }
+)
+
+#: TS 24.229 / ATIS-1000074 verstat value per outcome.
+VERSTAT = {
+    "valid": "TN-Validation-Passed",
+    "warning": "TN-Validation-Passed",
+    "invalid": "TN-Validation-Failed",
+    "indeterminate": "No-TN-Validation",
+    "error": "No-TN-Validation",
+    "missing": "No-TN-Validation",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What rules can match on, worked out once per call."""
+
+    outcome: str
+    source_ip: IPAddress | None = None
+    trunk: str | None = None
+    calling: str = ""  # number, digits only
+    called: str = ""
+    error_codes: frozenset[str] = frozenset()
+    claims: Mapping[str, str] = field(default_factory=dict)  # claim name -> status
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """What Kamailio is told to answer. ``contact`` only for 3xx."""
+
+    code: int
+    reason: str
+    contact: str | None
+    headers: tuple[tuple[str, str], ...]
+    #: The rule or section that produced it, for logs and ``explain``.
+    rule: str = ""
+
+    def header_block(self) -> str:
+        """The headers as the CRLF-terminated block Kamailio appends verbatim."""
+        return "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """One compiled policy section or rule action."""
+
+    section: str
+    kind: str  # "redirect" | "reject"
+    code: int
+    reason: str
+    destination: Template | None
+    headers: tuple[tuple[str, Template], ...]
+    #: Add ``Reason: SIP ;cause=<code> ;text="<reason>"`` (RFC 3326), as RFC 8224 suggests.
+    reason_header: bool = False
+
+    def render(self, context: Mapping[str, object]) -> Instruction:
+        contact = None
+        if self.destination is not None:
+            contact = _uri_safe(self.destination.render(context))
+        headers = []
+        for name, template in self.headers:
+            # A header whose placeholders all render empty (no errors, no logo) is left
+            # out rather than sent empty or half-built.
+            value = template.render_unless_empty(context)
+            if value:
+                headers.append((name, value))
+        if self.reason_header:
+            text = self.reason.replace('"', "'")
+            headers.append(("Reason", f'SIP ;cause={self.code} ;text="{text}"'))
+        return Instruction(self.code, self.reason, contact, tuple(headers), self.section)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """A rule's conditions: every condition given must hold; a list means any of."""
+
+    networks: tuple[IPNetwork, ...] = ()
+    trunks: frozenset[str] = frozenset()
+    outcomes: frozenset[str] = frozenset()
+    called_prefixes: tuple[str, ...] = ()
+    calling_prefixes: tuple[str, ...] = ()
+    error_codes: frozenset[str] = frozenset()
+    claims: tuple[tuple[str, frozenset[str]], ...] = ()
+
+    def matches(self, facts: CallFacts) -> bool:
+        if self.outcomes and facts.outcome not in self.outcomes:
+            return False
+        if self.networks and (
+            facts.source_ip is None or not any(facts.source_ip in n for n in self.networks)
+        ):
+            return False
+        if self.trunks and facts.trunk not in self.trunks:
+            return False
+        if self.called_prefixes and not facts.called.startswith(self.called_prefixes):
+            return False
+        if self.calling_prefixes and not facts.calling.startswith(self.calling_prefixes):
+            return False
+        if self.error_codes and not (self.error_codes & facts.error_codes):
+            return False
+        return all(facts.claims.get(name) in statuses for name, statuses in self.claims)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Match
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    source: str
+    sha256: str
+    actions: Mapping[str, Action]
+    rules: tuple[Rule, ...] = ()
+    trunks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
+
+    def action_for(self, outcome: str) -> Action:
+        """The default section for an outcome (ignoring rules)."""
+        return self.actions[outcome]
+
+    def select(self, facts: CallFacts) -> Action:
+        """First matching rule, else the outcome's section."""
+        for rule in self.rules:
+            if rule.match.matches(facts):
+                return rule.action
+        return self.actions[facts.outcome]
+
+    def trunk_of(self, address: IPAddress | None) -> str | None:
+        if address is None:
+            return None
+        for name, networks in self.trunks:
+            if any(address in network for network in networks):
+                return name
+        return None
+
+
+def digits(number: str) -> str:
+    """A number as prefixes are compared: without its leading + (E.164 either way)."""
+    return number.lstrip("+")
+
+
+def _uri_safe(uri: str) -> str:
+    # Kamailio writes the Contact as <uri>: characters that would close the brackets or
+    # start a new token are dropped (values are already free of control characters).
+    return "".join(ch for ch in uri if ch not in '<>" ')
