@@ -1,1 +1,3 @@
 """VVP edge routing helper: decides what Kamailio answers to each INVITE."""
+
+__version__ = "0.1.0"

@@ -14,10 +14,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .actions import OUTCOMES
 from .app import create_app
 from .config import Settings
 from .errors import ConfigError, PolicyError
-from .policy import load_policy
+from .policy import load_policy, read_policy
+from .policytest import CaseError, describe, format_answer, run_test_file
 
 PROG = "vvp-helper"
 
@@ -39,13 +41,35 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate policy files; exit 0 ok, 1 errors")
     check.add_argument("files", nargs="+", type=Path)
+    check.add_argument("--strict", action="store_true", help="exit 3 when there are warnings")
+
+    explain = sub.add_parser("explain", help="show the SIP answer for a described call")
+    explain.add_argument("policy", type=Path)
+    explain.add_argument("--outcome", required=True, choices=OUTCOMES)
+    explain.add_argument("--error", action="append", default=[], help="error code (repeat)")
+    explain.add_argument("--orig", help="calling number")
+    explain.add_argument("--dest", help="called number")
+    explain.add_argument("--source", help="source IP address")
+    explain.add_argument("--brand", help="brand name")
+    explain.add_argument("--logo", help="brand logo URL")
+    explain.add_argument("--vetter-status", help="PASS, FAIL-ECC, FAIL-JURISDICTION, ...")
+    explain.add_argument(
+        "--claim", action="append", default=[], metavar="NAME=STATUS", help="claim status"
+    )
+
+    test = sub.add_parser("test", help="run policy test files")
+    test.add_argument("files", nargs="+", type=Path)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return _check(args.files)
+        return _check(args.files, strict=args.strict)
+    if args.command == "explain":
+        return _explain(args)
+    if args.command == "test":
+        return _test(args.files)
     return _serve(args)
 
 
@@ -107,18 +131,86 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(files: Sequence[Path]) -> int:
-    failed = 0
+def _check(files: Sequence[Path], *, strict: bool) -> int:
+    errors = warnings = 0
     for path in files:
         try:
-            policy = load_policy(path)
+            loaded = read_policy(path)
         except PolicyError as exc:
-            failed += 1
+            errors += 1
+            warnings += len(exc.problems) - len(exc.errors)
             print(exc)
             continue
-        print(f"{path}: ok ({len(set(map(id, policy.actions.values())))} actions)")
-    if failed:
-        print(f"{failed} of {len(files)} policy files have errors", file=sys.stderr)
+        for warning in loaded.warnings:
+            print(warning)
+        warnings += len(loaded.warnings)
+        policy = loaded.policy
+        print(
+            f"{path}: ok: {len(policy.rules)} rules, {len(policy.trunks)} trunks, "
+            f"sha256 {policy.sha256[:12]}"
+        )
+    summary = f"{len(files)} file(s): {errors} with errors, {warnings} warning(s)"
+    print(summary, file=sys.stderr)
+    if errors:
+        return 1
+    return 3 if strict and warnings else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    call: dict[str, object] = {"outcome": args.outcome, "errors": args.error}
+    for key, value in (
+        ("orig", args.orig),
+        ("dest", args.dest),
+        ("source", args.source),
+        ("brand_name", args.brand),
+        ("brand_logo_url", args.logo),
+        ("vetter_status", args.vetter_status),
+    ):
+        if value is not None:
+            call[key] = value
+    claims = {}
+    for item in args.claim:
+        name, sep, status = item.partition("=")
+        if not sep:
+            print(f"{PROG}: error: --claim takes NAME=STATUS, not {item!r}", file=sys.stderr)
+            return 2
+        claims[name] = status
+    if claims:
+        call["claims"] = claims
+    try:
+        decision = describe(policy, call)
+    except CaseError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"rule: {decision.instruction.rule} ({args.policy})")
+    print(format_answer(decision.instruction))
+    return 0
+
+
+def _test(files: Sequence[Path]) -> int:
+    passed = failed = 0
+    for path in files:
+        try:
+            _, results = run_test_file(path)
+        except (CaseError, PolicyError) as exc:
+            print(f"{path}: ERROR: {exc}")
+            failed += 1
+            continue
+        for result in results:
+            if result.ok:
+                passed += 1
+                print(f"ok    {path}: {result.name}")
+            else:
+                failed += 1
+                print(f"FAIL  {path}: {result.name}")
+                for failure in result.failures:
+                    print(f"        {failure}")
+    print(f"{passed} passed, {failed} failed")
     return 1 if failed else 0
 
 

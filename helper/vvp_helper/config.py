@@ -38,6 +38,12 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     precheck: PrecheckSettings = field(default_factory=PrecheckSettings)
     log_level: str = "INFO"
+    #: Seconds between looks at the policy file for changes; 0 turns watching off.
+    policy_watch_interval: float = 1.0
+    #: Kamailio JSON-RPC URLs to push the policy's on_error fallback to.
+    kamailio_rpc_urls: tuple[str, ...] = ()
+    #: Seconds between re-pushes of the fallback (a restarted Kamailio gets it back).
+    fallback_push_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -55,6 +61,9 @@ class Settings:
             )
         if self.verifier_concurrency < 1:
             raise ConfigError("verifier concurrency must be at least 1")
+        for url in self.kamailio_rpc_urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ConfigError(f"Kamailio RPC URL {url!r} is not an http(s) URL")
 
     @property
     def verify_endpoint(self) -> str | None:
@@ -107,4 +116,13 @@ class Settings:
             deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
             precheck=precheck,
             log_level=(env.get("VVP_LOG_LEVEL") or defaults.log_level).upper(),
+            policy_watch_interval=number(
+                "VVP_POLICY_WATCH_INTERVAL", defaults.policy_watch_interval
+            ),
+            kamailio_rpc_urls=tuple(
+                url.strip() for url in env.get("VVP_KAMAILIO_RPC", "").split(",") if url.strip()
+            ),
+            fallback_push_interval=number(
+                "VVP_FALLBACK_PUSH_INTERVAL", defaults.fallback_push_interval
+            ),
         )

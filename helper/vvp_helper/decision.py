@@ -26,6 +26,7 @@ from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
 from .errors import VerifierError
 from .identity import PrecheckSettings
+from .metrics import Metrics
 from .verifier import Verdict, VerifierClient, VerifyRequest
 
 #: Longest value accepted for any single SIP field in a decision request (bytes of text).
@@ -136,6 +137,7 @@ class Decider:
     verifier: VerifierClient | None
     precheck: PrecheckSettings
     deadline: float
+    metrics: Metrics | None = None
 
     async def decide(self, call: CallRequest, policy: Policy) -> Decision:
         """Never raises for anything a caller or the verifier does."""
@@ -146,16 +148,16 @@ class Decider:
             # The verifier's own timeout is shorter, so this is the helper itself running
             # late (overload): still answer, through the policy, before Kamailio gives up.
             errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
-            return self._conclude(call, policy, "error", errors, error_kind="deadline")
+            return conclude(call, policy, "error", errors, error_kind="deadline")
 
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         found = identity.extract(call.identity, call.p_vvp_identity, call.p_vvp_passport)
         if isinstance(found, identity.Missing):
-            return self._conclude(call, policy, "missing", (), shaken=found.shaken)
+            return conclude(call, policy, "missing", (), shaken=found.shaken)
         errors: tuple[dict[str, str], ...]
         if isinstance(found, identity.Undecodable):
             errors = ({"code": found.code, "message": found.message},)
-            return self._conclude(call, policy, "invalid", errors, error_kind="precheck")
+            return conclude(call, policy, "invalid", errors, error_kind="precheck")
 
         failures = identity.precheck(
             found,
@@ -166,11 +168,11 @@ class Decider:
         )
         if failures:
             errors = tuple({"code": f.code, "message": f.message} for f in failures)
-            return self._conclude(call, policy, "invalid", errors, error_kind="precheck")
+            return conclude(call, policy, "invalid", errors, error_kind="precheck")
 
         if self.verifier is None:
             errors = ({"code": "EXT_VERIFIER_NOT_CONFIGURED", "message": "no verifier URL"},)
-            return self._conclude(call, policy, "error", errors, error_kind="not_configured")
+            return conclude(call, policy, "error", errors, error_kind="not_configured")
 
         request = _verify_request(call, found)
         started = time.perf_counter()
@@ -178,12 +180,12 @@ class Decider:
             verdict = await self.verifier.verify(request)
         except VerifierError as exc:
             elapsed = (time.perf_counter() - started) * 1000
+            self._observe_verifier(elapsed, exc.kind)
             errors = ({"code": exc.code, "message": str(exc)},)
-            return self._conclude(
-                call, policy, "error", errors, error_kind=exc.kind, verifier_ms=elapsed
-            )
+            return conclude(call, policy, "error", errors, error_kind=exc.kind, verifier_ms=elapsed)
         elapsed = (time.perf_counter() - started) * 1000
-        return self._conclude(
+        self._observe_verifier(elapsed, None)
+        return conclude(
             call,
             policy,
             verdict.overall_status.lower(),
@@ -192,36 +194,12 @@ class Decider:
             verifier_ms=elapsed,
         )
 
-    def _conclude(
-        self,
-        call: CallRequest,
-        policy: Policy,
-        outcome: str,
-        errors: Sequence[Mapping[str, str]],
-        *,
-        verdict: Verdict | None = None,
-        error_kind: str | None = None,
-        verifier_ms: float | None = None,
-        shaken: bool = False,
-    ) -> Decision:
-        status = verdict.overall_status if verdict else _STATUS_OF[outcome]
-        facts = call_facts(call, outcome, errors, verdict, policy)
-        action = policy.select(facts)
-        context = template_context(call, outcome, status, errors, verdict)
-        context["trunk"] = facts.trunk or ""
-        context["rule"] = action.section
-        instruction = action.render(context)
-        return Decision(
-            outcome=outcome,
-            status=status,
-            instruction=instruction,
-            errors=tuple(errors),
-            request_id=verdict.request_id if verdict else None,
-            verifier_ms=verifier_ms,
-            error_kind=error_kind,
-            shaken=shaken,
-            context=context,
-        )
+    def _observe_verifier(self, elapsed_ms: float, failure: str | None) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.verifier_seconds.observe(elapsed_ms / 1000)
+        if failure is not None:
+            self.metrics.verifier_failures.labels(failure).inc()
 
 
 # The status a template sees when the verifier gave none of its own.
@@ -233,6 +211,41 @@ _STATUS_OF = {
     "warning": "WARNING",
     "indeterminate": "INDETERMINATE",
 }
+
+
+def conclude(
+    call: CallRequest,
+    policy: Policy,
+    outcome: str,
+    errors: Sequence[Mapping[str, str]],
+    *,
+    verdict: Verdict | None = None,
+    error_kind: str | None = None,
+    verifier_ms: float | None = None,
+    shaken: bool = False,
+) -> Decision:
+    """The policy's answer for an outcome, from what is known of the call.
+
+    Also used without any network by ``vvp-helper explain`` and ``vvp-helper test``.
+    """
+    status = verdict.overall_status if verdict else _STATUS_OF[outcome]
+    facts = call_facts(call, outcome, errors, verdict, policy)
+    action = policy.select(facts)
+    context = template_context(call, outcome, status, errors, verdict)
+    context["trunk"] = facts.trunk or ""
+    context["rule"] = action.section
+    instruction = action.render(context)
+    return Decision(
+        outcome=outcome,
+        status=status,
+        instruction=instruction,
+        errors=tuple(errors),
+        request_id=verdict.request_id if verdict else None,
+        verifier_ms=verifier_ms,
+        error_kind=error_kind,
+        shaken=shaken,
+        context=context,
+    )
 
 
 def call_facts(

@@ -1,0 +1,190 @@
+"""Proving a policy before it goes live: ``explain`` one described call, ``test`` a file
+of cases (``promtool test rules`` / ``opa test`` for call routing). No network: the
+described call goes through the same ``decision.conclude`` the server uses.
+
+A described call (all keys optional but ``outcome``)::
+
+    outcome: invalid                 # valid warning invalid indeterminate error missing
+    errors: [PASSPORT_SIG_INVALID]   # error codes, first is {errors[0].code}
+    orig: "+441923311001"            # calling number (From)
+    dest: "+441923311006"            # called number (To)
+    source: 192.0.2.10               # source address (for trunks / source rules)
+    brand_name: Acme Bank
+    brand_logo_url: https://brand.example/logo.png
+    claims: {brand_verified: VALID}  # claim name -> status
+    vetter_status: PASS              # or FAIL-ECC, FAIL-JURISDICTION, ...
+    from_name: Alice
+
+A test file::
+
+    policy: default.yaml             # relative to the test file
+    cases:
+      - name: forged calls are refused
+        call: {outcome: invalid, errors: [PASSPORT_SIG_INVALID]}
+        expect:
+          code: 403
+          reason: Forbidden - VVP Verification Failed
+          contact: null              # no Contact
+          headers: {X-VVP-Error: PASSPORT_SIG_INVALID}
+          absent: [X-VVP-Brand-Name]
+          rule: on_invalid
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .actions import OUTCOMES, Instruction, Policy
+from .decision import CallRequest, Decision, conclude
+from .policy import load_policy
+from .verifier import Verdict
+
+CALL_KEYS = frozenset(
+    {
+        "outcome", "errors", "orig", "dest", "source", "brand_name", "brand_logo_url",
+        "claims", "vetter_status", "from_name", "request_id", "call_id",
+    }
+)  # fmt: skip
+EXPECT_KEYS = frozenset({"code", "reason", "contact", "headers", "absent", "rule"})
+_VERDICT_OUTCOMES = {"valid", "warning", "invalid", "indeterminate"}
+
+
+class CaseError(ValueError):
+    """A described call or test file that cannot be run."""
+
+
+def describe(policy: Policy, call: Mapping[str, Any]) -> Decision:
+    """The decision the edge would make for a described call."""
+    unknown = set(call) - CALL_KEYS
+    if unknown:
+        raise CaseError(f"unknown call keys: {', '.join(sorted(unknown))}")
+    outcome = call.get("outcome")
+    if outcome not in OUTCOMES:
+        raise CaseError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+    codes = call.get("errors") or []
+    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
+        raise CaseError("errors must be a list of error codes")
+    errors = [{"code": code, "message": ""} for code in codes]
+    request = CallRequest(
+        call_id=str(call.get("call_id", "explain@vvp-edge")),
+        from_uri=f"sip:{call.get('orig', '+15550000001')}@caller.invalid",
+        to_uri=f"sip:{call.get('dest', '+15550000002')}@edge.invalid",
+        received_at=time.time(),
+        source_ip=str(call.get("source", "")),
+        from_name=str(call.get("from_name", "")),
+    )
+    verdict = None
+    if outcome in _VERDICT_OUTCOMES:
+        claims = call.get("claims") or {}
+        if not isinstance(claims, dict):
+            raise CaseError("claims maps a claim name to a status")
+        constraints = None
+        vetter = call.get("vetter_status")
+        if vetter is not None:
+            constraints = _constraints_for(str(vetter))
+        verdict = Verdict.from_json(
+            {
+                "overall_status": outcome.upper(),
+                "request_id": call.get("request_id", "explain-request"),
+                "errors": [dict(e, recoverable=False) for e in errors] or None,
+                "claims": [
+                    {"name": name, "status": status, "reasons": [], "children": []}
+                    for name, status in claims.items()
+                ],
+                "brand_name": call.get("brand_name"),
+                "brand_logo_url": call.get("brand_logo_url"),
+                "vetter_constraints": constraints,
+            }
+        )
+    return conclude(request, policy, outcome, errors, verdict=verdict)
+
+
+def _constraints_for(vetter_status: str) -> dict[str, Any]:
+    """Vetter constraints that the verifier would send for a given X-VVP-Vetter-Status."""
+    status = vetter_status.upper()
+    cert = None if status == "INDETERMINATE" else "EVetterCert"
+    return {
+        "ECredTN": {
+            "constraint_type": "ecc",
+            "is_authorized": "ECC" not in status and status != "INDETERMINATE",
+            "vetter_certification_said": cert,
+        },
+        "ECredBrand": {
+            "constraint_type": "jurisdiction",
+            "is_authorized": "JURISDICTION" not in status,
+            "vetter_certification_said": cert,
+        },
+    }
+
+
+def format_answer(instruction: Instruction) -> str:
+    """The SIP answer as it would appear on the wire (edge-added headers elided)."""
+    lines = [f"SIP/2.0 {instruction.code} {instruction.reason}"]
+    if instruction.contact:
+        lines.append(f"Contact: <{instruction.contact}>")
+    lines += [f"{name}: {value}" for name, value in instruction.headers]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    name: str
+    failures: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def check_expectations(instruction: Instruction, expect: Mapping[str, Any]) -> list[str]:
+    unknown = set(expect) - EXPECT_KEYS
+    if unknown:
+        raise CaseError(f"unknown expect keys: {', '.join(sorted(unknown))}")
+    failures = []
+    if "code" in expect and expect["code"] != instruction.code:
+        failures.append(f"code: expected {expect['code']}, got {instruction.code}")
+    if "reason" in expect and expect["reason"] != instruction.reason:
+        failures.append(f"reason: expected {expect['reason']!r}, got {instruction.reason!r}")
+    if "contact" in expect and expect["contact"] != instruction.contact:
+        failures.append(f"contact: expected {expect['contact']!r}, got {instruction.contact!r}")
+    if "rule" in expect and expect["rule"] != instruction.rule:
+        failures.append(f"rule: expected {expect['rule']!r}, got {instruction.rule!r}")
+    got = {name.lower(): value for name, value in instruction.headers}
+    for name, value in (expect.get("headers") or {}).items():
+        actual = got.get(str(name).lower())
+        if actual != str(value):
+            failures.append(f"header {name}: expected {value!r}, got {actual!r}")
+    for name in expect.get("absent") or []:
+        if str(name).lower() in got:
+            failures.append(f"header {name}: expected absent, got {got[str(name).lower()]!r}")
+    return failures
+
+
+def run_test_file(path: Path) -> tuple[Path, list[CaseResult]]:
+    """Load a test file and its policy; run every case."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise CaseError(f"{path}: {exc}") from None
+    if not isinstance(data, dict) or "policy" not in data or "cases" not in data:
+        raise CaseError(f"{path}: a test file has 'policy' and 'cases'")
+    policy_path = (path.parent / str(data["policy"])).resolve()
+    policy = load_policy(policy_path)
+    results = []
+    for index, case in enumerate(data["cases"] or []):
+        if not isinstance(case, dict) or "call" not in case or "expect" not in case:
+            raise CaseError(f"{path}: case {index} needs 'call' and 'expect'")
+        name = str(case.get("name", f"case {index}"))
+        try:
+            decision = describe(policy, case["call"])
+            failures = check_expectations(decision.instruction, case["expect"])
+        except CaseError as exc:
+            raise CaseError(f"{path}: case {name!r}: {exc}") from None
+        results.append(CaseResult(name, tuple(failures)))
+    return policy_path, results
