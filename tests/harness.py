@@ -179,16 +179,19 @@ class Helper(Process):
 @dataclass
 class Kamailio(Process):
     port: int = 0
+    http_port: int = 0
 
     @classmethod
     def create(
         cls, workdir: Path, helper_url: str, port: int | None = None, **env: str
     ) -> Kamailio:
         port = port or free_port()
+        http_port = int(env.pop("VVP_HTTP_PORT", 0)) or free_port()
         rundir = workdir / f"kamailio-{port}"
         rundir.mkdir(parents=True, exist_ok=True)
         settings = {
             "VVP_SIP_PORT": str(port),
+            "VVP_HTTP_PORT": str(http_port),
             "VVP_SIP_WORKERS": "2",
             "VVP_HELPER_URL": helper_url,
             "VVP_CTL_SOCKET": f"unix:{rundir}/ctl",
@@ -199,10 +202,29 @@ class Kamailio(Process):
             kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E",
             "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
         ]  # fmt: skip
-        kam = cls("kamailio", argv, rundir / "kamailio.log", env=settings, port=port)
+        kam = cls(
+            "kamailio", argv, rundir / "kamailio.log", env=settings, port=port,
+            http_port=http_port,
+        )  # fmt: skip
         kam.start()
         kam.wait_listening()
         return kam
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/RPC"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/metrics"
+
+    def rpc(self, method: str, *params: object) -> object:
+        """One JSON-RPC call over Kamailio's HTTP port (what kamcli does over its socket)."""
+        answer = http_json(
+            self.rpc_url, {"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1}
+        )
+        assert isinstance(answer, dict), answer
+        return answer.get("result", answer.get("error"))
 
     def wait_listening(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
