@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "scoped"
         ("unknown-outcome", "2:30: unknown-outcome: no outcome 'invalidd' (did you mean 'inv"),
         ("bad-prefix", "2:28: bad-prefix: '+44-900' is not a number prefix"),
         ("bad-claim-status", "2:37: bad-claim-status: claim status 'FAILED' is not one of"),
-        ("unknown-condition", "2:13: unknown-key: unknown condition 'calld_prefix' (did you mean 'ca"),
+        ("unknown-condition", "2:13: unknown-key: unknown condition 'calld_prefix' (did you"),
         ("rules-not-a-list", "2:3: not-a-list: rules is a list, tried in order"),
         ("rule-without-match", "2:5: missing-key: rule 'no conditions' needs a 'match'"),
         ("bad-named-code", "4:18: bad-code: reason_code must be a SIP code 300-699 or a name"),
