@@ -43,6 +43,7 @@ def main() -> int:
     env = os.environ
     sip_port = int(env.get("VVP_SIP_PORT", "5060"))
     helper_port = int(env.get("VVP_HELPER_PORT", "8480"))
+    http_port = int(env.get("VVP_HTTP_PORT", "8060"))
     policy = Path(env.get("VVP_POLICY", "policy/default.yaml"))
     workdir = REPO / "var" / time.strftime("run-%Y%m%d-%H%M%S")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -57,12 +58,18 @@ def main() -> int:
             print(f"verifier: bundled SIMULATOR at {verifier} (VVP_VERIFIER_URL for a real one)")
         else:
             print(f"verifier: {verifier}")
-        helper = Helper.create(workdir, verifier, policy=policy, port=helper_port)
+        # The helper keeps Kamailio's fallback in step with the policy's on_error.
+        rpc = f"http://127.0.0.1:{http_port}/RPC"
+        helper = Helper.create(
+            workdir, verifier, policy=policy, port=helper_port, VVP_KAMAILIO_RPC=rpc
+        )
         processes.append(helper)
-        print(f"helper:   {helper.url} (policy {policy})")
-        kamailio = Kamailio.create(workdir, helper.decide_url, port=sip_port)
+        print(f"helper:   {helper.url} (policy {policy}, metrics {helper.url}/metrics)")
+        kamailio = Kamailio.create(
+            workdir, helper.decide_url, port=sip_port, VVP_HTTP_PORT=str(http_port)
+        )
         processes.append(kamailio)
-        print(f"kamailio: SIP udp+tcp 127.0.0.1:{sip_port}")
+        print(f"kamailio: SIP udp+tcp 127.0.0.1:{sip_port}, metrics {kamailio.metrics_url}")
         print()
         print(f"{'identity':<16}{'what it is':<38}{'SIP answer':<46}{'X-VVP-Status':<15}detail")
         failures = 0

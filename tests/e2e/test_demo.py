@@ -18,6 +18,7 @@ def test_demo_routes_each_kind_of_call() -> None:
         "VVP_SIP_PORT": str(free_port()),
         "VVP_HELPER_PORT": str(free_port()),
         "VVP_SIMULATOR_PORT": str(free_port()),
+        "VVP_HTTP_PORT": str(free_port()),
     }
     env.pop("VVP_VERIFIER_URL", None)
     done = subprocess.run(
