@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from . import logs
 from .actions import OUTCOMES
 from .app import create_app
 from .config import Settings
@@ -87,11 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, json_lines=settings.log_json)
     if settings.verifier_url is None:
         print(
             f"{PROG}: error: no verifier URL (set VVP_VERIFIER_URL or --verifier-url; "

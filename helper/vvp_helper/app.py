@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import signal
 import time
@@ -191,22 +190,17 @@ def _log_decision(call: CallRequest, decision: Decision, elapsed_ms: float) -> N
     # One summary line per call; never the JWT, only what identifies and explains it.
     if not log.isEnabledFor(logging.INFO):
         return
-    codes = [e["code"] for e in decision.errors][:5]
-    log.info(
-        "decision %s",
-        json.dumps(
-            {
-                "call_id": call.call_id,
-                "request_id": decision.request_id,
-                "outcome": decision.outcome,
-                "code": decision.instruction.code,
-                "rule": decision.instruction.rule,
-                "errors": codes,
-                "error_kind": decision.error_kind,
-                "verifier_ms": round(decision.verifier_ms, 2) if decision.verifier_ms else None,
-                "total_ms": round(elapsed_ms, 2),
-                "source": f"{call.source_ip}:{call.source_port}",
-            },
-            separators=(",", ":"),
-        ),
-    )
+    fields = {
+        "call_id": call.call_id,
+        "request_id": decision.request_id,
+        "outcome": decision.outcome,
+        "status": decision.status,
+        "code": decision.instruction.code,
+        "rule": decision.instruction.rule,
+        "errors": [e["code"] for e in decision.errors][:5],
+        "error_kind": decision.error_kind,
+        "verifier_ms": round(decision.verifier_ms, 2) if decision.verifier_ms else None,
+        "total_ms": round(elapsed_ms, 2),
+        "source": f"{call.source_ip}:{call.source_port}",
+    }
+    log.info("decision", extra={"fields": fields})

@@ -38,6 +38,8 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     precheck: PrecheckSettings = field(default_factory=PrecheckSettings)
     log_level: str = "INFO"
+    #: One JSON object per log line (false: plain text, for a terminal).
+    log_json: bool = True
     #: Seconds between looks at the policy file for changes; 0 turns watching off.
     policy_watch_interval: float = 1.0
     #: Kamailio JSON-RPC URLs to push the policy's on_error fallback to.
@@ -116,6 +118,7 @@ class Settings:
             deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
             precheck=precheck,
             log_level=(env.get("VVP_LOG_LEVEL") or defaults.log_level).upper(),
+            log_json=flag("VVP_LOG_JSON", True),
             policy_watch_interval=number(
                 "VVP_POLICY_WATCH_INTERVAL", defaults.policy_watch_interval
             ),

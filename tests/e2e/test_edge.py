@@ -6,6 +6,7 @@ the headers, and that every INVITE got exactly one final answer.
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -283,3 +284,23 @@ def test_helper_down_gives_kamailio_fallback(workdir: Path) -> None:
         assert final.header("X-VVP-Edge-Fallback") == "helper-unavailable"
     finally:
         kamailio.stop()
+
+
+def test_logs_are_json_lines_joined_by_call_id_without_the_jwt(edge: Edge, sim: Simulator) -> None:
+    minted = mint("valid", ORIG, DEST)
+    run = edge.call(302, identity_headers(minted))
+    assert run.returncode == 0, run.stdout
+    call_id = run.sent[0].header("Call-ID")
+    assert call_id
+    records = [json.loads(line) for line in edge.helper.output().splitlines() if line.strip()]
+    decision = [r for r in records if r["msg"] == "decision" and r.get("call_id") == call_id]
+    assert len(decision) == 1
+    assert decision[0]["outcome"] == "valid" and decision[0]["code"] == 302
+    assert decision[0]["request_id"]  # the verifier's id, to find its side of the story
+    # The signature part of the JWT, or the JWT itself, never reaches a log.
+    signature = minted.passport_jwt.rsplit(".", 1)[1]
+    assert signature not in edge.helper.output()
+    assert signature not in edge.kamailio.output()
+    # Kamailio's lines about the call carry the same Call-ID in their prefix.
+    assert any(call_id in line and "helper instruction" in line
+               for line in edge.kamailio.output().splitlines())  # fmt: skip

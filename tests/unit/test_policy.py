@@ -421,9 +421,7 @@ def test_unknown_template_variable_points_at_the_variable_inside_the_quotes() ->
 def test_yaml_syntax_error_is_reported_with_its_position() -> None:
     name = "yaml-syntax.bad.yaml"
     problems = errors_of(FIXTURES / name)
-    assert problems == [
-        problem(name, 6, 19, "yaml-syntax", "mapping values are not allowed here")
-    ]
+    assert problems == [problem(name, 6, 19, "yaml-syntax", "mapping values are not allowed here")]
     assert str(problems[0]) == (
         f"{FIXTURES / name}:6:19: yaml-syntax: mapping values are not allowed here"
     )
@@ -488,8 +486,7 @@ def test_header_block_is_crlf_terminated_lines() -> None:
     policy = load_policy(SEED)
     instruction = policy.action_for("valid").render(context())
     assert instruction.header_block() == (
-        "X-VVP-Status: VALID\r\n"
-        f"P-Asserted-Identity: <sip:{ORIG}@verified.carrier.example.com>\r\n"
+        f"X-VVP-Status: VALID\r\nP-Asserted-Identity: <sip:{ORIG}@verified.carrier.example.com>\r\n"
     )
 
 

@@ -1,0 +1,374 @@
+"""Unit tests for vvp_helper.decision: Kamailio's request -> outcome -> instruction."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from vvp_helper.decision import (
+    MAX_FIELD_LEN,
+    MAX_HEADER_FIELDS,
+    BadCallRequest,
+    CallRequest,
+    Decider,
+    display_name,
+    template_context,
+    uri_user,
+)
+from vvp_helper.errors import VerifierTimeout
+from vvp_helper.identity import PrecheckSettings
+from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
+from vvp_helper.verifier import Verdict, VerifierClient, VerifyRequest
+from vvp_simulator.passport import mint
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policy" / "default.yaml"
+SEED = Path(__file__).parent / "fixtures" / "seed.good.yaml"
+
+
+def kamailio_body(**overrides: object) -> dict[str, object]:
+    """A decision request exactly as kamailio.cfg route[ASK_HELPER] builds it."""
+    body: dict[str, object] = {
+        "method": "INVITE",
+        "request_uri": f"sip:{DEST}@edge.example",
+        "from_uri": f"sip:{ORIG}@caller.example",
+        "to_uri": f"sip:{DEST}@edge.example",
+        "call_id": "a84b4c76e66710@pc33.example",
+        "cseq": 314159,
+        "source_ip": "192.0.2.10",
+        "source_port": 5060,
+        "transport": "udp",
+        "received_at": 1_700_000_000.123456,
+        "from_name": '"Acme Bank"',
+        "identity": [],
+        "p_vvp_identity": [],
+        "p_vvp_passport": [],
+    }
+    body.update(overrides)
+    return body
+
+
+def call(**overrides: object) -> CallRequest:
+    return CallRequest.from_json(kamailio_body(received_at=time.time(), **overrides))
+
+
+def decider(verifier: object | None = None, deadline: float = 2.0) -> Decider:
+    return Decider(
+        verifier=cast(VerifierClient | None, verifier),
+        precheck=PrecheckSettings(),
+        deadline=deadline,
+    )
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy(DEFAULT_POLICY)
+
+
+# -- CallRequest.from_json -----------------------------------------------------------------
+
+
+def test_from_json_accepts_kamailios_shape() -> None:
+    minted = mint("valid", ORIG, DEST)
+    body = kamailio_body(
+        identity=[minted.identity_header()],
+        p_vvp_identity=[minted.vvp_identity],
+        p_vvp_passport=[minted.passport_jwt],
+    )
+    request = CallRequest.from_json(body)
+    assert request.method == "INVITE"
+    assert request.request_uri == f"sip:{DEST}@edge.example"
+    assert request.from_uri == f"sip:{ORIG}@caller.example"
+    assert request.to_uri == f"sip:{DEST}@edge.example"
+    assert request.call_id == "a84b4c76e66710@pc33.example"
+    assert request.cseq == 314159
+    assert request.source_ip == "192.0.2.10"
+    assert request.source_port == 5060
+    assert request.transport == "udp"
+    assert request.received_at == 1_700_000_000.123456
+    assert request.from_name == "Acme Bank"
+    assert request.identity == (minted.identity_header(),)
+    assert request.p_vvp_identity == (minted.vvp_identity,)
+    assert request.p_vvp_passport == (minted.passport_jwt,)
+
+
+def test_from_json_without_optional_fields_uses_defaults() -> None:
+    body = {"call_id": "c1", "from_uri": "sip:a@h", "to_uri": "sip:b@h", "received_at": 1}
+    request = CallRequest.from_json(body)
+    assert request.method == "INVITE"
+    assert request.received_at == 1.0
+    assert request.cseq is None
+    assert request.from_name == ""
+    assert (request.identity, request.p_vvp_identity, request.p_vvp_passport) == ((), (), ())
+
+
+@pytest.mark.parametrize("data", [[], "INVITE", None, 42])
+def test_from_json_refuses_a_non_object(data: object) -> None:
+    with pytest.raises(BadCallRequest, match="JSON object"):
+        CallRequest.from_json(data)
+
+
+@pytest.mark.parametrize("key", ["call_id", "from_uri", "to_uri"])
+def test_from_json_refuses_a_missing_required_field(key: str) -> None:
+    body = kamailio_body()
+    del body[key]
+    with pytest.raises(BadCallRequest, match=key):
+        CallRequest.from_json(body)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("call_id", 12345),
+        ("from_uri", ["sip:a@h"]),
+        ("method", 1),
+        ("cseq", "314159"),
+        ("cseq", True),
+        ("source_port", "5060"),
+        ("source_port", 5060.0),
+        ("received_at", "1700000000"),
+        ("received_at", True),
+        ("received_at", None),
+        ("identity", ["ok", 7]),
+    ],
+)
+def test_from_json_refuses_wrong_types(key: str, value: object) -> None:
+    with pytest.raises(BadCallRequest, match=key):
+        CallRequest.from_json(kamailio_body(**{key: value}))
+
+
+@pytest.mark.parametrize("key", ["identity", "p_vvp_identity", "p_vvp_passport"])
+def test_from_json_refuses_header_fields_that_are_not_a_list(key: str) -> None:
+    with pytest.raises(BadCallRequest, match=key):
+        CallRequest.from_json(kamailio_body(**{key: "eyJhbGciOiJFZERTQSJ9.e30.sig"}))
+
+
+def test_from_json_refuses_too_many_header_fields() -> None:
+    CallRequest.from_json(kamailio_body(identity=["x"] * MAX_HEADER_FIELDS))
+    with pytest.raises(BadCallRequest, match="identity"):
+        CallRequest.from_json(kamailio_body(identity=["x"] * (MAX_HEADER_FIELDS + 1)))
+
+
+@pytest.mark.parametrize("key", ["call_id", "from_uri", "to_uri", "from_name", "request_uri"])
+def test_from_json_refuses_an_oversize_field(key: str) -> None:
+    CallRequest.from_json(kamailio_body(**{key: "a" * MAX_FIELD_LEN}))
+    with pytest.raises(BadCallRequest, match=key):
+        CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
+
+
+def test_from_json_refuses_an_oversize_header_field() -> None:
+    with pytest.raises(BadCallRequest, match="p_vvp_passport"):
+        CallRequest.from_json(kamailio_body(p_vvp_passport=["a" * (MAX_FIELD_LEN + 1)]))
+
+
+# -- display names and URI users -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ('"Evil \\" Co"', 'Evil " Co'),
+        ('"Back\\\\slash"', "Back\\slash"),
+        ('  "Acme Bank"  ', "Acme Bank"),
+        ("Alice", "Alice"),
+        ('"unterminated', '"unterminated'),
+        ("", ""),
+    ],
+)
+def test_display_name_unquotes_and_unescapes(raw: str, expected: str) -> None:
+    assert display_name(raw) == expected
+
+
+def test_from_json_unescapes_the_from_display_name() -> None:
+    assert call(from_name='"Evil \\" Co"').from_name == 'Evil " Co'
+
+
+@pytest.mark.parametrize(
+    ("uri", "user"),
+    [
+        ("sip:+15551234567@h", "+15551234567"),
+        ("sip:15551234567@h;user=phone", "15551234567"),
+        ("tel:+1-555-123-4567", "+15551234567"),
+        ('"Bob" <sip:+15551234567@h>;tag=1', "+15551234567"),
+        ("sips:alice@h", "alice"),
+        ('sip:a>b"c@h', "abc"),
+        ("sip:a b\tc@h", "abc"),
+        ("sip:+1555\r\nX-Injected: 1@h", "+1555X-Injected1"),
+        ("sip:h.example", ""),
+        ("http://x@h", ""),
+        ("", ""),
+    ],
+)
+def test_uri_user_gives_numbers_and_safe_user_parts(uri: str, user: str) -> None:
+    assert uri_user(uri) == user
+
+
+# -- template context ----------------------------------------------------------------------
+
+
+def test_template_context_exposes_exactly_the_documented_variables() -> None:
+    context = template_context(call(), "missing", "MISSING", [], None)
+    assert set(context) == set(TEMPLATE_VARIABLES)
+    assert context["orig"] == ORIG
+    assert context["dest"] == DEST
+    assert context["verstat"] == "No-TN-Validation"
+
+
+def test_template_context_with_a_verdict_exposes_exactly_the_documented_variables() -> None:
+    verdict = Verdict.from_json({"overall_status": "VALID", "request_id": "r1"})
+    context = template_context(call(), "valid", "VALID", [], verdict)
+    assert set(context) == set(TEMPLATE_VARIABLES)
+    assert context["request_id"] == "r1"
+    assert context["verstat"] == "TN-Validation-Passed"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["javascript:alert(1)", "JavaScript:alert(document.cookie)", "data:image/png;base64,AA"],
+)
+def test_brand_logo_url_that_is_not_http_is_dropped(url: str) -> None:
+    verdict = Verdict.from_json(
+        {"overall_status": "VALID", "brand_name": "Acme", "brand_logo_url": url}
+    )
+    context = template_context(call(), "valid", "VALID", [], verdict)
+    assert context["brand_logo_url"] is None
+    assert context["brand_name"] == "Acme"
+
+
+@pytest.mark.parametrize("url", ["https://brand.example/logo.png", "HTTP://brand.example/logo.png"])
+def test_brand_logo_url_over_http_is_kept(url: str) -> None:
+    verdict = Verdict.from_json({"overall_status": "VALID", "brand_logo_url": url})
+    assert template_context(call(), "valid", "VALID", [], verdict)["brand_logo_url"] == url
+
+
+# -- Decider.decide ------------------------------------------------------------------------
+
+
+async def test_call_without_identity_is_missing(policy: Policy) -> None:
+    decision = await decider().decide(call(), policy)
+    assert decision.outcome == "missing"
+    assert decision.status == "MISSING"
+    assert decision.instruction.code == 302
+    assert decision.instruction.contact == f"sip:{DEST}@unverified.carrier.example"
+    assert decision.instruction.headers == (("X-VVP-Status", "MISSING"),)
+
+
+async def test_missing_with_the_seed_policy_uses_on_indeterminate() -> None:
+    decision = await decider().decide(call(), load_policy(SEED))
+    assert decision.outcome == "missing"
+    assert decision.instruction.contact == f"sip:{DEST}@unverified.carrier.example.com"
+    assert decision.instruction.headers == (("X-VVP-Status", "INDETERMINATE"),)
+
+
+async def test_undecodable_p_vvp_identity_is_invalid_without_a_verifier(policy: Policy) -> None:
+    decision = await decider().decide(call(p_vvp_identity=["not base64!!"]), policy)
+    assert decision.outcome == "invalid"
+    assert decision.error_kind == "precheck"
+    assert [e["code"] for e in decision.errors] == ["VVP_IDENTITY_INVALID"]
+    assert decision.instruction.code == 403
+    assert decision.instruction.headers == (
+        ("X-VVP-Status", "INVALID"),
+        ("X-VVP-Error", "VVP_IDENTITY_INVALID"),
+    )
+
+
+async def test_valid_identity_without_a_verifier_is_an_error(policy: Policy) -> None:
+    minted = mint("valid", ORIG, DEST)
+    request = call(identity=[minted.identity_header()])
+    decision = await decider(verifier=None).decide(request, policy)
+    assert decision.outcome == "error"
+    assert decision.error_kind == "not_configured"
+    assert [e["code"] for e in decision.errors] == ["EXT_VERIFIER_NOT_CONFIGURED"]
+    assert decision.instruction.code == 302
+    assert decision.instruction.contact == f"sip:{DEST}@fallback.carrier.example"
+    assert ("X-VVP-Error", "EXT_VERIFIER_NOT_CONFIGURED") in decision.instruction.headers
+
+
+async def test_expired_identity_is_invalid_without_asking_the_verifier(policy: Policy) -> None:
+    minted = mint("expired", ORIG, DEST)
+    request = call(identity=[minted.identity_header()])
+    decision = await decider(verifier=None).decide(request, policy)
+    assert decision.outcome == "invalid"
+    assert decision.error_kind == "precheck"
+    assert decision.errors[0]["code"] == "PASSPORT_EXPIRED"
+    assert decision.instruction.code == 403
+    assert ("X-VVP-Error", "PASSPORT_EXPIRED") in decision.instruction.headers
+
+
+class FakeVerifier:
+    """Stands in for VerifierClient: answers, fails or hangs, and records requests."""
+
+    def __init__(self, answer: Verdict | Exception | None) -> None:
+        self.answer = answer
+        self.requests: list[VerifyRequest] = []
+
+    async def verify(self, request: VerifyRequest) -> Verdict:
+        self.requests.append(request)
+        if self.answer is None:
+            await asyncio.sleep(3600)
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        assert self.answer is not None
+        return self.answer
+
+
+async def test_valid_verdict_redirects_verified_with_request_id(policy: Policy) -> None:
+    verdict = Verdict.from_json(
+        {"overall_status": "VALID", "request_id": "req-9", "brand_name": "Acme Bank"}
+    )
+    fake = FakeVerifier(verdict)
+    minted = mint("valid", ORIG, DEST)
+    decision = await decider(fake).decide(call(identity=[minted.identity_header()]), policy)
+    assert decision.outcome == "valid"
+    assert decision.request_id == "req-9"
+    assert decision.instruction.contact == f"sip:{DEST}@verified.carrier.example"
+    assert ("X-VVP-Request-Id", "req-9") in decision.instruction.headers
+    assert ("X-VVP-Brand-Name", "Acme Bank") in decision.instruction.headers
+    assert [r.passport_jwt for r in fake.requests] == [minted.passport_jwt]
+
+
+async def test_verifier_failure_is_an_error_with_its_code(policy: Policy) -> None:
+    fake = FakeVerifier(VerifierTimeout("no answer in 5s"))
+    minted = mint("valid", ORIG, DEST)
+    decision = await decider(fake).decide(call(identity=[minted.identity_header()]), policy)
+    assert decision.outcome == "error"
+    assert decision.error_kind == "timeout"
+    assert ("X-VVP-Error", "EXT_VERIFIER_TIMEOUT") in decision.instruction.headers
+
+
+async def test_verifier_slower_than_the_deadline_still_gets_an_answer(policy: Policy) -> None:
+    fake = FakeVerifier(None)
+    minted = mint("valid", ORIG, DEST)
+    started = time.monotonic()
+    decision = await decider(fake, deadline=0.1).decide(
+        call(identity=[minted.identity_header()]), policy
+    )
+    assert time.monotonic() - started < 2.0
+    assert decision.outcome == "error"
+    assert decision.error_kind == "deadline"
+    assert decision.instruction.contact == f"sip:{DEST}@fallback.carrier.example"
+    assert ("X-VVP-Error", "EXT_HELPER_DEADLINE") in decision.instruction.headers
+
+
+async def test_caller_display_name_cannot_inject_through_a_decision() -> None:
+    seed = SEED.read_text(encoding="utf-8")
+    assert seed.count('X-VVP-Status: "INDETERMINATE"') == 1
+    policy_text = seed.replace(
+        '      X-VVP-Status: "INDETERMINATE"',
+        '      X-VVP-Status: "INDETERMINATE"\n      X-Caller: "{from_name} {orig}"',
+    )
+    policy = parse_policy(policy_text)
+    request = call(
+        from_name='"x\r\nX-Injected: 1"',
+        from_uri="sip:+1555\r\nX-Injected: 1@h",
+    )
+    decision = await decider().decide(request, policy)
+    block = decision.instruction.header_block()
+    assert block.count("\r\n") == len(decision.instruction.headers) == 2
+    assert "\nX-Injected" not in block
+    assert cast(dict[str, Any], decision.context)["from_name"] == "x\r\nX-Injected: 1"
