@@ -369,3 +369,70 @@ def running(*processes: Process) -> Iterator[None]:
     finally:
         for process in reversed(processes):
             process.stop()
+
+
+@dataclass
+class Prometheus(Process):
+    """A real Prometheus server (Debian's package) scraping the given targets every 1 s."""
+
+    port: int = 0
+
+    @classmethod
+    def create(cls, workdir: Path, jobs: Mapping[str, str]) -> Prometheus:
+        port = free_port()
+        home = workdir / f"prometheus-{port}"
+        home.mkdir(parents=True, exist_ok=True)
+        scrape = "\n".join(
+            f"  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']"
+            for job, target in jobs.items()
+        )
+        config = home / "prometheus.yml"
+        config.write_text(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+            f"scrape_configs:\n{scrape}\n"
+        )
+        argv = [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={home / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        prom = cls("prometheus", argv, home / "prometheus.log", port=port)
+        prom.start()
+        wait_http(f"{prom.url}/-/ready", timeout=30)
+        return prom
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """An instant query through the HTTP API: the result vector."""
+        from urllib.parse import urlencode
+
+        answer = http_json(f"{self.url}/api/v1/query?{urlencode({'query': promql})}")
+        assert isinstance(answer, dict) and answer["status"] == "success", answer
+        data = answer["data"]
+        assert isinstance(data, dict)
+        result = data["result"]
+        assert isinstance(result, list)
+        return result
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        if not result:
+            return None
+        sample = result[0]["value"]
+        assert isinstance(sample, list)
+        return float(sample[1])
+
+    def wait_value(self, promql: str, expected: float, timeout: float = 20.0) -> float | None:
+        """Poll until the query returns ``expected`` (scrapes are 1 s apart)."""
+        deadline = time.monotonic() + timeout
+        value = None
+        while time.monotonic() < deadline:
+            value = self.value(promql)
+            if value == expected:
+                return value
+            time.sleep(0.25)
+        return value
