@@ -187,5 +187,6 @@ def digits(number: str) -> str:
 
 def _uri_safe(uri: str) -> str:
     # Kamailio writes the Contact as <uri>: characters that would close the brackets or
-    # start a new token are dropped (values are already free of control characters).
-    return "".join(ch for ch in uri if ch not in '<>" ')
+    # start a new token are dropped, and so is anything outside printable ASCII (a SIP
+    # URI carries other characters %-escaped; Unicode spaces would split it).
+    return "".join(ch for ch in uri if "!" <= ch <= "~" and ch not in '<>"')

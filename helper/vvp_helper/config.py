@@ -6,6 +6,7 @@ them without a wrapper script; the CLI flags of ``vvp-helper serve`` override th
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -54,6 +55,10 @@ class Settings:
             parts = urlsplit(self.verifier_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"verifier URL {self.verifier_url!r} is not an http(s) URL")
+        for name in ("verifier_timeout", "deadline", "policy_watch_interval"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite, non-negative number of seconds")
         if self.verifier_timeout <= 0:
             raise ConfigError("verifier timeout must be positive")
         if self.deadline <= self.verifier_timeout:
@@ -86,9 +91,18 @@ class Settings:
             if raw is None or raw == "":
                 return default
             try:
-                return float(raw)
+                value = float(raw)
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ConfigError(f"{name}={raw!r} is not a finite number")
+            return value
+
+        def whole(name: str, default: int) -> int:
+            value = number(name, default)
+            if value != int(value):
+                raise ConfigError(f"{name}={env.get(name)!r} is not a whole number")
+            return int(value)
 
         def flag(name: str, default: bool) -> bool:
             raw = env.get(name, "").strip().lower()
@@ -107,13 +121,13 @@ class Settings:
         )
         return cls(
             host=env.get("VVP_HELPER_HOST") or defaults.host,
-            port=int(number("VVP_HELPER_PORT", defaults.port)),
+            port=whole("VVP_HELPER_PORT", defaults.port),
             policy_path=Path(env.get("VVP_POLICY") or defaults.policy_path),
             verifier_url=env.get("VVP_VERIFIER_URL") or None,
             verifier_timeout=number("VVP_VERIFIER_TIMEOUT", defaults.verifier_timeout),
             verifier_token=env.get("VVP_VERIFIER_TOKEN") or None,
-            verifier_concurrency=int(
-                number("VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency)
+            verifier_concurrency=whole(
+                "VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency
             ),
             deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
             precheck=precheck,

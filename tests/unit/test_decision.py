@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 import pytest
 
 from vvp_helper.decision import (
@@ -19,11 +20,12 @@ from vvp_helper.decision import (
     template_context,
     uri_user,
 )
-from vvp_helper.errors import VerifierTimeout
 from vvp_helper.identity import PrecheckSettings
 from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
-from vvp_helper.verifier import Verdict, VerifierClient, VerifyRequest
+from vvp_helper.verifier import Verdict, VerifierClient
+from vvp_simulator.faults import Faults
 from vvp_simulator.passport import mint
+from vvp_simulator.server import SimulatorSettings, start
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
@@ -300,54 +302,77 @@ async def test_expired_identity_is_invalid_without_asking_the_verifier(policy: P
     assert ("X-VVP-Error", "PASSPORT_EXPIRED") in decision.instruction.headers
 
 
-class FakeVerifier:
-    """Stands in for VerifierClient: answers, fails or hangs, and records requests."""
-
-    def __init__(self, answer: Verdict | Exception | None) -> None:
-        self.answer = answer
-        self.requests: list[VerifyRequest] = []
-
-    async def verify(self, request: VerifyRequest) -> Verdict:
-        self.requests.append(request)
-        if self.answer is None:
-            await asyncio.sleep(3600)
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        assert self.answer is not None
-        return self.answer
+@pytest.fixture
+async def simulator() -> AsyncIterator[str]:
+    """The verifier simulator as a real HTTP server (no stand-in objects)."""
+    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
-async def test_valid_verdict_redirects_verified_with_request_id(policy: Policy) -> None:
-    verdict = Verdict.from_json(
-        {"overall_status": "VALID", "request_id": "req-9", "brand_name": "Acme Bank"}
-    )
-    fake = FakeVerifier(verdict)
-    minted = mint("valid", ORIG, DEST)
-    decision = await decider(fake).decide(call(identity=[minted.identity_header()]), policy)
+async def set_faults(base: str, **faults: object) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base}/_sim/faults", json=faults) as response,
+    ):
+        assert response.status == 200
+
+
+async def verify_requests(base: str) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/_sim/stats") as response,
+    ):
+        return int((await response.json())["verify_requests"])
+
+
+async def test_valid_verdict_redirects_verified_with_request_id(
+    policy: Policy, simulator: str
+) -> None:
+    client = VerifierClient(f"{simulator}/verify", timeout=2)
+    minted = mint("brand", ORIG, DEST)
+    try:
+        decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
+    finally:
+        await client.close()
     assert decision.outcome == "valid"
-    assert decision.request_id == "req-9"
+    assert decision.request_id
     assert decision.instruction.contact == f"sip:{DEST}@verified.carrier.example"
-    assert ("X-VVP-Request-Id", "req-9") in decision.instruction.headers
+    assert ("X-VVP-Request-Id", decision.request_id) in decision.instruction.headers
     assert ("X-VVP-Brand-Name", "Acme Bank") in decision.instruction.headers
-    assert [r.passport_jwt for r in fake.requests] == [minted.passport_jwt]
+    assert await verify_requests(simulator) == 1
 
 
-async def test_verifier_failure_is_an_error_with_its_code(policy: Policy) -> None:
-    fake = FakeVerifier(VerifierTimeout("no answer in 5s"))
+async def test_verifier_failure_is_an_error_with_its_code(policy: Policy, simulator: str) -> None:
+    await set_faults(simulator, mode="hang")
+    client = VerifierClient(f"{simulator}/verify", timeout=0.2)
     minted = mint("valid", ORIG, DEST)
-    decision = await decider(fake).decide(call(identity=[minted.identity_header()]), policy)
+    try:
+        decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
+    finally:
+        await client.close()
     assert decision.outcome == "error"
     assert decision.error_kind == "timeout"
     assert ("X-VVP-Error", "EXT_VERIFIER_TIMEOUT") in decision.instruction.headers
 
 
-async def test_verifier_slower_than_the_deadline_still_gets_an_answer(policy: Policy) -> None:
-    fake = FakeVerifier(None)
+async def test_verifier_slower_than_the_deadline_still_gets_an_answer(
+    policy: Policy, simulator: str
+) -> None:
+    # A verifier timeout longer than the helper's deadline (a misconfiguration Settings
+    # refuses, built here directly): the deadline still answers.
+    await set_faults(simulator, mode="hang")
+    client = VerifierClient(f"{simulator}/verify", timeout=30)
     minted = mint("valid", ORIG, DEST)
     started = time.monotonic()
-    decision = await decider(fake, deadline=0.1).decide(
-        call(identity=[minted.identity_header()]), policy
-    )
+    try:
+        decision = await decider(client, deadline=0.1).decide(
+            call(identity=[minted.identity_header()]), policy
+        )
+    finally:
+        await client.close()
     assert time.monotonic() - started < 2.0
     assert decision.outcome == "error"
     assert decision.error_kind == "deadline"

@@ -289,11 +289,6 @@ def test_caller_data_cannot_inject_header_lines_or_break_the_contact(payload: st
     assert not any(ch.isspace() for ch in instruction.contact)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="actions._uri_safe drops only ASCII ' ', so Unicode whitespace (NBSP, U+3000) "
-    "from caller data reaches the Contact URI",
-)
 def test_unicode_whitespace_from_caller_data_does_not_reach_the_contact() -> None:
     policy = parse_policy(INJECTION_POLICY)
     payload = "Evil\u00a0Co\u3000X"
