@@ -126,9 +126,7 @@ class Settings:
             verifier_url=env.get("VVP_VERIFIER_URL") or None,
             verifier_timeout=number("VVP_VERIFIER_TIMEOUT", defaults.verifier_timeout),
             verifier_token=env.get("VVP_VERIFIER_TOKEN") or None,
-            verifier_concurrency=whole(
-                "VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency
-            ),
+            verifier_concurrency=whole("VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency),
             deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
             precheck=precheck,
             log_level=(env.get("VVP_LOG_LEVEL") or defaults.log_level).upper(),
