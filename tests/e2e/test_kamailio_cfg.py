@@ -33,6 +33,21 @@ def test_config_is_valid_with_each_flag(tmp_path: Path, defines: tuple[str, ...]
     assert "config file ok" in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"VVP_HELPER_URL2": "http://127.0.0.1:8481/v1/decide"},
+        {"VVP_HELPER_SECRET": "s3cret"},
+        {"VVP_FLOOD_LIMIT": "0", "VVP_MAX_MESSAGE_BYTES": "4096"},
+        {"VVP_FALLBACK_CODE": "503", "VVP_FALLBACK_REASON": "Unavailable"},
+    ],
+    ids=["second-helper", "secret", "no-flood-limit", "fail-closed-fallback"],
+)
+def test_config_is_valid_with_each_optional_setting(tmp_path: Path, env: dict[str, str]) -> None:
+    result = check(tmp_path, **env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_listen_address_and_port_come_from_the_environment(tmp_path: Path) -> None:
     result = check(tmp_path, VVP_SIP_ADDR="127.0.0.2", VVP_SIP_PORT="5099")
     assert result.returncode == 0, result.stderr[-2000:]
