@@ -7,7 +7,9 @@
         ├── VerifierUnreachable      connection refused / reset / DNS
         ├── VerifierTimeout          no answer within the timeout (also a ``TimeoutError``)
         ├── VerifierHTTPError        answered, but not HTTP 200
-        └── VerifierBadAnswer        HTTP 200 whose body is not the documented JSON
+        ├── VerifierBadAnswer        HTTP 200 whose body is not the documented JSON
+        ├── VerifierBreakerOpen      not asked: it failed repeatedly, the breaker is open
+        └── VerifierOverloaded       not asked: too many verifications in flight (shed)
 
 Each ``VerifierError`` carries the ``EXT_`` error code the policy and logs see, so a
 template such as ``{errors[0].code}`` tells downstream *why* there was no verdict.
@@ -87,3 +89,13 @@ class VerifierHTTPError(VerifierError):
 class VerifierBadAnswer(VerifierError):
     code = "EXT_VERIFIER_BAD_ANSWER"
     kind = "malformed"
+
+
+class VerifierBreakerOpen(VerifierError):
+    code = "EXT_VERIFIER_BREAKER_OPEN"
+    kind = "breaker_open"
+
+
+class VerifierOverloaded(VerifierError):
+    code = "EXT_VERIFIER_OVERLOADED"
+    kind = "shed"

@@ -10,7 +10,7 @@ dies, which is exactly when it is needed.
 Caller data cannot be known in advance, so the templates are rendered with Kamailio
 pseudo-variables in their place ({dest} -> $tU, {orig} -> $fU, ...), and Kamailio
 expands them per call (pv_evalx). Inspect what Kamailio holds with
-``kamcli htable.dump vvp``.
+``kamcli rpc htable.dump vvp`` (settings: kamailio/kamcli.ini).
 """
 
 from __future__ import annotations

@@ -54,6 +54,21 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "vvp_helper_verifier_breaker_state",
+            "Verifier circuit breaker: 0 closed, 1 open, 2 half-open.",
+            registry=r,
+        )
+        self.replays = Counter(
+            "vvp_helper_replays_total",
+            "PASSporTs seen again on another Call-ID within their validity.",
+            registry=r,
+        )
+        self.replay_store_errors = Counter(
+            "vvp_helper_replay_store_errors_total",
+            "Replay checks skipped because the shared store did not answer.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "vvp_helper_requests_in_flight",
             "Decision requests being worked on.",

@@ -411,7 +411,8 @@ class _Loader:
             if flag_node.tag != _BOOL_TAG:
                 self.error(flag_node, "not-a-boolean", "reason_header is true or false")
             else:
-                reason_header = self.scalar(flag_node) in ("true", "True", "TRUE", "yes", "on")
+                # YAML 1.1 booleans, as PyYAML reads them (yes/on/true in any case).
+                reason_header = (self.scalar(flag_node) or "").lower() in ("true", "yes", "on")
 
         destination = None
         dest_node = fields.get("destination_template", (None, None))[1]
@@ -490,6 +491,9 @@ class _Loader:
     def string_list(self, node: yaml.Node) -> list[tuple[yaml.Node, str]]:
         """A scalar or a list of scalars, each with its node for positions."""
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            # An empty condition would silently match every call.
+            self.error(node, "empty-list", "an empty list matches nothing: remove it or fill it")
         result = []
         for item in items:
             text = self.scalar(item)

@@ -13,6 +13,8 @@ A described call (all keys optional but ``outcome``)::
     brand_logo_url: https://brand.example/logo.png
     claims: {brand_verified: VALID}  # claim name -> status
     vetter_status: PASS              # or FAIL-ECC, FAIL-JURISDICTION, ...
+    vetter_warning_reason: vetter_not_authorised_for_jurisdiction
+    signer_aid: D...                 # certainty: full | partial | none
     from_name: Alice
 
 A test file::
@@ -48,7 +50,8 @@ from .verifier import Verdict
 CALL_KEYS = frozenset(
     {
         "outcome", "errors", "orig", "dest", "source", "brand_name", "brand_logo_url",
-        "claims", "vetter_status", "from_name", "request_id", "call_id",
+        "claims", "vetter_status", "vetter_warning_reason", "signer_aid", "certainty",
+        "from_name", "request_id", "call_id",
     }
 )  # fmt: skip
 EXPECT_KEYS = frozenset({"code", "reason", "contact", "headers", "absent", "rule"})
@@ -100,6 +103,9 @@ def describe(policy: Policy, call: Mapping[str, Any]) -> Decision:
                 "brand_name": call.get("brand_name"),
                 "brand_logo_url": call.get("brand_logo_url"),
                 "vetter_constraints": constraints,
+                "vetter_warning_reason": call.get("vetter_warning_reason"),
+                "signer_aid": call.get("signer_aid"),
+                "certainty": call.get("certainty"),
             }
         )
     return conclude(request, policy, outcome, errors, verdict=verdict)

@@ -38,8 +38,7 @@ EXTRA_KNOWN_METRICS = frozenset({"up", "kamailio_tmx_inuse_transactions"})
 
 #: PromQL functions, aggregations, operators, keywords and modifiers: identifiers that are
 #: not metric names.
-PROMQL_WORDS = frozenset(
-    """
+_PROMQL_WORDS = """
     abs absent absent_over_time acos acosh asin asinh atan atanh avg_over_time ceil
     changes clamp clamp_max clamp_min cos cosh count_over_time day_of_month day_of_week
     day_of_year days_in_month deg delta deriv exp floor histogram_count histogram_fraction
@@ -51,8 +50,8 @@ PROMQL_WORDS = frozenset(
     sum min max avg group stddev stdvar count count_values bottomk topk quantile
     by without on ignoring group_left group_right bool and or unless offset
     inf nan le
-    """.split()
-)
+"""
+PROMQL_WORDS = frozenset(_PROMQL_WORDS.split())
 
 NAME_RE = re.compile(r"(?<![\w:.$])[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -151,9 +150,7 @@ def kamailio_metric_names(cfg: str) -> set[str]:
         r'modparam\("xhttp_prom",\s*"prom_(counter|gauge|histogram)",\s*"([^"]*)"\)', cfg
     ):
         kind, spec = m.groups()
-        fields = dict(
-            part.strip().split("=", 1) for part in spec.split(";") if "=" in part
-        )
+        fields = dict(part.strip().split("=", 1) for part in spec.split(";") if "=" in part)
         name = pref + fields["name"].strip()
         if kind == "histogram":
             names.update(name + suffix for suffix in ("_bucket", "_sum", "_count"))
@@ -173,9 +170,7 @@ def known_metric_names() -> set[str]:
 def run_promtool(*args: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip(
-            "promtool is not installed (apt-get install prometheus; CI installs it)"
-        )
+        pytest.skip("promtool is not installed (apt-get install prometheus; CI installs it)")
     # From docker/monitoring, so rule_files paths relative to the files resolve.
     result = subprocess.run(
         [promtool, *args],
@@ -186,8 +181,7 @@ def run_promtool(*args: str) -> None:
         check=False,
     )
     assert result.returncode == 0, (
-        f"promtool {' '.join(args)} exited {result.returncode}:\n"
-        f"{result.stdout}\n{result.stderr}"
+        f"promtool {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
     )
 
 
@@ -258,7 +252,8 @@ def test_every_alert_has_a_firing_and_a_quiet_test_case() -> None:
     alerts = {rule["alert"] for rule in alert_rules()}
     assert not alerts - fires, f"alerts without a test case that fires them: {alerts - fires}"
     assert not alerts - quiet, f"alerts without a test case where they stay quiet: {alerts - quiet}"
-    assert not (fires | quiet) - alerts, f"test cases for unknown alerts: {(fires | quiet) - alerts}"
+    unknown = (fires | quiet) - alerts
+    assert not unknown, f"test cases for unknown alerts: {unknown}"
 
 
 def test_firing_cases_expect_the_severity_and_annotations() -> None:
