@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -436,3 +436,12 @@ class Prometheus(Process):
                 return value
             time.sleep(0.25)
         return value
+
+
+def identity_csv(path: Path, kinds: Sequence[str], count: int) -> Path:
+    """A sipp injection file with a fresh identity per call (vvp-simulator mint-csv)."""
+    from vvp_simulator.mint import mint_rows, write_csv
+
+    with path.open("w") as out:
+        write_csv(out, mint_rows(list(kinds), count, "+441923311001", "+441923311006"))
+    return path

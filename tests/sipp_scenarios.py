@@ -176,21 +176,31 @@ KNOWN_FINALS = (
 )  # fmt: skip
 
 
+#: An identity per call from a ``vvp-simulator mint-csv`` file (orig;dest;jwt;kid;...).
+CSV_IDENTITY = "Identity: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp"
+
+
 def invite_any_final(
     path: Path,
     *,
     from_user: str = "+441923311001",
     to_user: str = "+441923311006",
     headers: Sequence[str] = (),
+    csv: bool = False,
 ) -> Path:
-    """One INVITE accepting whichever final answer the policy gives (demo and load)."""
+    """One INVITE accepting whichever final answer the policy gives (demo and load).
+
+    ``csv``: numbers and identity come from the injection file, a fresh one per call.
+    """
+    if csv:
+        from_user, to_user, headers = "[field0]", "[field1]", (CSV_IDENTITY, *headers)
     body = _send(_invite(from_user, to_user, headers))
     body += '  <recv response="100" optional="true"/>\n'
     for code in KNOWN_FINALS[:-1]:
         body += f'  <recv response="{code}" optional="true" next="ack"/>\n'
     body += f'  <recv response="{KNOWN_FINALS[-1]}" next="ack"/>\n'
     body += '  <label id="ack"/>\n'
-    body += _send(ACK.replace("[service]", escape(to_user)), retrans=False)
+    body += _send(ACK.replace("[service]", to_user), retrans=False)
     body += '  <pause milliseconds="20"/>\n'
     path.write_text(f'{HEAD}<scenario name="invite, any final answer">\n{body}</scenario>\n')
     return path

@@ -19,25 +19,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from .breaker import GuardedVerifier
 from .config import Settings
 from .decision import BadCallRequest, CallRequest, Decider, Decision
 from .fallback import FallbackPusher
 from .metrics import Metrics, bounded_code
 from .reload import PolicyStore
+from .replay import MemoryReplayStore, RedisReplayStore, ReplayGuard, ReplayStore
 from .verifier import VerifierClient
 
 log = logging.getLogger("vvp_helper")
 
+#: Header carrying the shared secret from Kamailio (kamailio.cfg, VVP_HELPER_SECRET).
+SECRET_HEADER = "X-VVP-Edge-Secret"
+
+
+@dataclass
+class Load:
+    """Decision requests being worked on (read on every request: a plain int)."""
+
+    in_flight: int = 0
+
+
 SETTINGS = web.AppKey("settings", Settings)
+LOAD = web.AppKey("load", Load)
 DECIDER = web.AppKey("decider", Decider)
 STORE = web.AppKey("store", PolicyStore)
 METRICS = web.AppKey("metrics", Metrics)
@@ -50,6 +66,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     metrics = Metrics(registry)
     app[SETTINGS] = settings
     app[METRICS] = metrics
+    app[LOAD] = Load()
     app[STORE] = PolicyStore.open(settings.policy_path, metrics)
     app.cleanup_ctx.append(_verifier_lifetime)
     app.cleanup_ctx.append(_policy_lifetime)
@@ -62,22 +79,37 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
 
 async def _verifier_lifetime(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings, metrics = app[SETTINGS], app[METRICS]
     endpoint = settings.verify_endpoint
-    client = (
-        VerifierClient(
+    verifier = None
+    if endpoint:
+        client = VerifierClient(
             endpoint,
             timeout=settings.verifier_timeout,
             token=settings.verifier_token,
             max_connections=settings.verifier_concurrency,
         )
-        if endpoint
-        else None
-    )
-    app[DECIDER] = Decider(client, settings.precheck, settings.deadline, app[METRICS])
+        verifier = GuardedVerifier(
+            client,
+            failure_threshold=settings.breaker_failures,
+            reset_timeout=settings.breaker_reset,
+            max_in_flight=settings.verifier_concurrency,
+            metrics=metrics,
+        )
+    replay = None
+    if settings.replay_check:
+        store: ReplayStore = (
+            RedisReplayStore(settings.replay_redis_url)
+            if settings.replay_redis_url
+            else MemoryReplayStore()
+        )
+        replay = ReplayGuard(store, on_store_error=metrics.replay_store_errors.inc)
+    app[DECIDER] = Decider(verifier, settings.precheck, settings.deadline, metrics, replay)
     yield
-    if client is not None:
-        await client.close()
+    if verifier is not None:
+        await verifier.close()
+    if replay is not None:
+        await replay.close()
 
 
 async def _policy_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -114,7 +146,19 @@ async def _policy_lifetime(app: web.Application) -> AsyncIterator[None]:
 
 async def decide(request: web.Request) -> web.Response:
     started = time.perf_counter()
-    metrics = request.app[METRICS]
+    settings, metrics = request.app[SETTINGS], request.app[METRICS]
+    if settings.shared_secret is not None and not hmac.compare_digest(
+        request.headers.get(SECRET_HEADER, "").encode(), settings.shared_secret.encode()
+    ):
+        # Never log the secret, nor what was sent in its place.
+        log.warning("decision request without the shared secret from %s", request.remote)
+        return web.json_response({"error": "unauthorized"}, status=401)
+    load = request.app[LOAD]
+    if load.in_flight >= settings.max_in_flight:
+        # Overloaded: a quick 503 lets Kamailio try the other helper or fall back now,
+        # instead of queueing into its timeout.
+        return web.json_response({"error": "overloaded"}, status=503)
+    load.in_flight += 1
     metrics.in_flight.inc()
     try:
         try:
@@ -129,6 +173,7 @@ async def decide(request: web.Request) -> web.Response:
         policy = request.app[STORE].current
         decision = await request.app[DECIDER].decide(call, policy)
     finally:
+        load.in_flight -= 1
         metrics.in_flight.dec()
     elapsed = time.perf_counter() - started
     instruction = decision.instruction

@@ -47,6 +47,18 @@ class Settings:
     kamailio_rpc_urls: tuple[str, ...] = ()
     #: Seconds between re-pushes of the fallback (a restarted Kamailio gets it back).
     fallback_push_interval: float = 10.0
+    #: Verifier failures in a row that open the circuit breaker.
+    breaker_failures: int = 5
+    #: Seconds the breaker stays open before one probe is let through.
+    breaker_reset: float = 5.0
+    #: Flag a PASSporT seen on another Call-ID within its validity (EXT_PASSPORT_REPLAY).
+    replay_check: bool = True
+    #: Share replay detection between edge nodes through this Redis (redis://host:6379/0).
+    replay_redis_url: str | None = None
+    #: Shared secret Kamailio must send (X-VVP-Edge-Secret) when they are on different hosts.
+    shared_secret: str | None = field(default=None, repr=False)
+    #: Decision requests worked on at once; past it Kamailio gets 503 and falls back.
+    max_in_flight: int = 4096
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -55,7 +67,7 @@ class Settings:
             parts = urlsplit(self.verifier_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"verifier URL {self.verifier_url!r} is not an http(s) URL")
-        for name in ("verifier_timeout", "deadline", "policy_watch_interval"):
+        for name in ("verifier_timeout", "deadline", "policy_watch_interval", "breaker_reset"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite, non-negative number of seconds")
@@ -68,6 +80,12 @@ class Settings:
             )
         if self.verifier_concurrency < 1:
             raise ConfigError("verifier concurrency must be at least 1")
+        if self.breaker_failures < 1 or self.max_in_flight < 1:
+            raise ConfigError("breaker failures and max in flight must be at least 1")
+        if self.replay_redis_url is not None and not self.replay_redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ConfigError(f"replay Redis URL {self.replay_redis_url!r} is not a redis:// URL")
         for url in self.kamailio_rpc_urls:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ConfigError(f"Kamailio RPC URL {url!r} is not an http(s) URL")
@@ -140,4 +158,10 @@ class Settings:
             fallback_push_interval=number(
                 "VVP_FALLBACK_PUSH_INTERVAL", defaults.fallback_push_interval
             ),
+            breaker_failures=whole("VVP_BREAKER_FAILURES", defaults.breaker_failures),
+            breaker_reset=number("VVP_BREAKER_RESET", defaults.breaker_reset),
+            replay_check=flag("VVP_REPLAY_CHECK", True),
+            replay_redis_url=env.get("VVP_REPLAY_REDIS_URL") or None,
+            shared_secret=env.get("VVP_HELPER_SECRET") or None,
+            max_in_flight=whole("VVP_HELPER_MAX_IN_FLIGHT", defaults.max_in_flight),
         )

@@ -24,9 +24,11 @@ from typing import Any
 
 from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
+from .breaker import GuardedVerifier
 from .errors import VerifierError
 from .identity import PrecheckSettings
 from .metrics import Metrics
+from .replay import ReplayGuard
 from .verifier import Verdict, VerifierClient, VerifyRequest
 
 #: Longest value accepted for any single SIP field in a decision request (bytes of text).
@@ -134,10 +136,11 @@ class Decision:
 class Decider:
     """Everything a decision needs; built once per process, shared by all calls."""
 
-    verifier: VerifierClient | None
+    verifier: VerifierClient | GuardedVerifier | None
     precheck: PrecheckSettings
     deadline: float
     metrics: Metrics | None = None
+    replay: ReplayGuard | None = None
 
     async def decide(self, call: CallRequest, policy: Policy) -> Decision:
         """Never raises for anything a caller or the verifier does."""
@@ -169,6 +172,14 @@ class Decider:
         if failures:
             errors = tuple({"code": f.code, "message": f.message} for f in failures)
             return conclude(call, policy, "invalid", errors, error_kind="precheck")
+
+        if self.replay is not None and await self.replay.is_replay(
+            found.passport.jwt, call.call_id, _replay_window(found.passport, self.precheck)
+        ):
+            if self.metrics is not None:
+                self.metrics.replays.inc()
+            errors = ({"code": "EXT_PASSPORT_REPLAY", "message": "PASSporT used on another call"},)
+            return conclude(call, policy, "invalid", errors, error_kind="replay")
 
         if self.verifier is None:
             errors = ({"code": "EXT_VERIFIER_NOT_CONFIGURED", "message": "no verifier URL"},)
@@ -354,6 +365,12 @@ def _http_url(url: str | None) -> str | None:
     if url and url.lower().startswith(("https://", "http://")):
         return url
     return None
+
+
+def _replay_window(passport: identity.Passport, settings: PrecheckSettings) -> float:
+    """Seconds until the PASSporT can no longer be accepted anywhere (then no replay)."""
+    expires = passport.exp if passport.exp is not None else passport.iat + settings.max_validity_s
+    return max(1.0, min(expires + settings.max_skew_s - time.time(), 3600.0))
 
 
 def _rfc3339(epoch: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,9 @@ def mint(
         "orig": {"tn": [_change_last_digit(orig) if kind == "wrong-number" else orig]},
         "dest": {"tn": [dest]},
         "evd": evd,
+        # A unique id per PASSporT, as issuers write them: two calls minted in the same
+        # second are still two different PASSporTs (an edge's replay check tells them apart).
+        "origid": str(uuid.uuid4()),
     }
     if kind == "brand":
         payload["card"] = list(DEMO_CARD)

@@ -7,10 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Prometheus, Simulator, run_sipp
+from harness import Helper, Kamailio, Prometheus, Simulator, identity_csv, run_sipp
 from sipp_scenarios import invite_any_final
-
-from vvp_simulator.passport import mint
 
 pytestmark = [
     pytest.mark.e2e,
@@ -37,11 +35,10 @@ def test_prometheus_sees_each_call_once(tmp_path: Path) -> None:
         assert prometheus.wait_value('up{job="vvp-helper"}', 1) == 1
         assert prometheus.wait_value('up{job="kamailio"}', 1) == 1
         for kind, calls in (("valid", VALID), ("forged", FORGED), ("none", MISSING)):
-            headers = [] if kind == "none" else [
-                f"Identity: {mint(kind, ORIG, DEST).identity_header()}"
-            ]  # fmt: skip
-            scenario = invite_any_final(tmp_path / f"{kind}.xml", headers=headers)
-            run = run_sipp(scenario, kamailio.port, tmp_path, calls=calls, rate=50)
+            # A fresh identity per call, as real callers send (a reused one is a replay).
+            csv = None if kind == "none" else identity_csv(tmp_path / f"{kind}.csv", [kind], calls)
+            scenario = invite_any_final(tmp_path / f"{kind}.xml", csv=csv is not None)
+            run = run_sipp(scenario, kamailio.port, tmp_path, calls=calls, rate=50, csv=csv)
             assert run.returncode == 0, run.stdout
         total = VALID + FORGED + MISSING
 

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import DEFAULT_POLICY, Helper, Kamailio, Simulator, free_port, http_json, run_sipp
+from harness import (
+    DEFAULT_POLICY,
+    Helper,
+    Kamailio,
+    Simulator,
+    free_port,
+    http_json,
+    identity_csv,
+    run_sipp,
+)
 from sipp_scenarios import invite_any_final, invite_expecting
 
 from vvp_simulator.passport import mint
@@ -157,8 +166,8 @@ def test_sighup_reloads(edge: LiveEdge) -> None:
 
 
 def test_reload_under_traffic_loses_no_call_and_mixes_no_policy(edge: LiveEdge) -> None:
-    headers = [f"Identity: {mint('valid', ORIG, DEST).identity_header()}"]
-    scenario = invite_any_final(edge.workdir / "traffic.xml", headers=headers)
+    csv = identity_csv(edge.workdir / "traffic.csv", ["valid"], 300)
+    scenario = invite_any_final(edge.workdir / "traffic.xml", csv=True)
     stop = threading.Event()
 
     def edit_policies() -> None:
@@ -175,7 +184,7 @@ def test_reload_under_traffic_loses_no_call_and_mixes_no_policy(edge: LiveEdge) 
     editor = threading.Thread(target=edit_policies)
     editor.start()
     try:
-        run = run_sipp(scenario, edge.kamailio.port, edge.workdir, calls=300, rate=60)
+        run = run_sipp(scenario, edge.kamailio.port, edge.workdir, calls=300, rate=60, csv=csv)
     finally:
         stop.set()
         editor.join()
