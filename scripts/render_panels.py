@@ -103,7 +103,7 @@ def load_panels(path: Path, titles: list[str]) -> list[Panel]:
     by_title = {p.title.lower(): p for p in found}
     missing = [t for t in titles if t.lower() not in by_title]
     if missing:
-        raise SystemExit(
+        raise LookupError(
             f"no time-series panel titled {missing} in {path}; "
             f"there are: {[p.title for p in found]}"
         )
@@ -123,7 +123,7 @@ def grafana_vars(expr: str, step: float, scrape: float, start: float, end: float
     def sub(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
         if name not in values:
-            raise SystemExit(f"unsupported dashboard variable ${name} in {expr!r}")
+            raise ValueError(f"unsupported dashboard variable ${name}")
         return values[name]
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, expr)
@@ -161,8 +161,9 @@ def query_range(base: str, expr: str, start: float, end: float, step: float) -> 
 
 def fetch(panel: Panel, args: argparse.Namespace, step: float) -> None:
     for expr, fmt in panel.exprs:
-        promql = grafana_vars(expr, step, args.scrape_interval, args.start, args.end)
+        promql = expr
         try:
+            promql = grafana_vars(expr, step, args.scrape_interval, args.start, args.end)
             result = query_range(args.prometheus, promql, args.start, args.end, step)
         except (OSError, RuntimeError, ValueError) as exc:
             panel.errors.append(f"{promql}: {exc}")
@@ -261,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         panels = load_panels(args.dashboard, args.panel)
-    except (OSError, ValueError, KeyError) as exc:
+    except LookupError as exc:
+        print(f"render_panels: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
         print(f"render_panels: cannot read {args.dashboard}: {exc}", file=sys.stderr)
         return 2
     if not panels:

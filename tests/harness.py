@@ -97,6 +97,11 @@ class Process:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Kamailio's children exit after its main process: wait for the whole group, so
+        # the next process can bind the same ports.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _group_alive(self.proc.pid):
+            time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
         self.log.close()
@@ -207,7 +212,11 @@ class Kamailio(Process):
             http_port=http_port,
         )  # fmt: skip
         kam.start()
-        kam.wait_listening()
+        try:
+            kam.wait_listening()
+        except RuntimeError:
+            kam.stop()
+            raise
         return kam
 
     @property
@@ -237,6 +246,14 @@ class Kamailio(Process):
                 return
             time.sleep(0.05)
         raise RuntimeError(f"kamailio did not start:\n{self.output()[-3000:]}")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _udp_bound(port: int) -> bool:

@@ -30,6 +30,9 @@ class Faults:
     mode: str = "normal"
     error_rate: float = 0.0  # fraction 0..1 of /verify requests answered HTTP 500
     force_status: str | None = None  # overrides overall_status when set
+    # Hostile text in the verdict (CR/LF in brand_name and error messages, a javascript:
+    # logo URL), to prove the edge never lets verifier text add a SIP header.
+    inject: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int | float):
@@ -44,6 +47,8 @@ class Faults:
             raise ValueError("error_rate must be between 0 and 1")
         if self.force_status is not None and self.force_status not in FORCEABLE_STATUSES:
             raise ValueError(f"force_status must be null or one of {', '.join(FORCEABLE_STATUSES)}")
+        if not isinstance(self.inject, bool):
+            raise ValueError("inject must be true or false")
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A new Faults with `changes` applied; ValueError on unknown fields or bad values."""

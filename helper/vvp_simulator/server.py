@@ -24,6 +24,7 @@ from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.verdict import (
     JURISDICTION_WARNING,
     certainty_for,
+    inject_hostile_fields,
     parse_vvp_identity,
     verify,
 )
@@ -180,6 +181,8 @@ async def handle_verify(request: web.Request) -> web.StreamResponse:
         state.seen_dossiers.add(evd)
     if faults.force_status is not None:
         _force(result, faults.force_status)
+    if faults.inject:
+        inject_hostile_fields(result)
     stats.by_status[result["overall_status"]] += 1
     log.debug(
         "VVP verifier SIMULATOR verdict %s request_id=%s call_id=%s",

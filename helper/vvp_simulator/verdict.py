@@ -450,3 +450,23 @@ def verify(
     if brand_status == VALID:
         resp["brand_name"], resp["brand_logo_url"] = brand_name, brand_logo
     return resp
+
+
+# What the `inject` fault puts in a verdict: text a verifier should never send, which an
+# edge must not let through into SIP headers.
+INJECTED_BRAND_NAME = "Acme\r\nX-Injected: 1"
+INJECTED_LOGO_URL = "javascript:alert(1)"
+INJECTED_MESSAGE_SUFFIX = "\r\nX-Injected: 1\r\n\r\nINVITE sip:evil SIP/2.0"
+
+
+def inject_hostile_fields(result: dict[str, Any]) -> None:
+    """Make ``result`` carry header-injection attempts (the simulator's `inject` fault).
+
+    VALID and WARNING answers get a CR/LF brand name and a javascript: logo URL; every
+    error message (INVALID, INDETERMINATE) gets CR/LF and a fake header appended.
+    """
+    if result.get("overall_status") in (VALID, WARNING):
+        result["brand_name"] = INJECTED_BRAND_NAME
+        result["brand_logo_url"] = INJECTED_LOGO_URL
+    for error in result.get("errors") or []:
+        error["message"] = f"{error.get('message', '')}{INJECTED_MESSAGE_SUFFIX}"

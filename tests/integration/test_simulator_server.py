@@ -211,15 +211,41 @@ async def test_force_status_overrides_the_verdict(client: httpx.AsyncClient) -> 
     assert (await post_verify(client, "valid")).json()["overall_status"] == "VALID"
 
 
+async def test_inject_puts_hostile_text_in_the_verdict(client: httpx.AsyncClient) -> None:
+    await set_faults(client, inject=True)
+    valid = (await post_verify(client, "valid")).json()
+    assert valid["overall_status"] == "VALID"
+    assert valid["brand_name"] == "Acme\r\nX-Injected: 1"
+    assert valid["brand_logo_url"] == "javascript:alert(1)"
+    invalid = (await post_verify(client, "forged")).json()
+    assert invalid["overall_status"] == "INVALID"
+    assert invalid["brand_name"] is None
+    assert invalid["errors"][0]["code"] == "PASSPORT_SIG_INVALID"
+    assert "\r\nX-Injected: 1" in invalid["errors"][0]["message"]
+    assert sorted(invalid) == sorted(RESPONSE_KEYS)  # still the contract's shape
+    await set_faults(client, inject=False)
+    clean = (await post_verify(client, "forged")).json()
+    assert "\r" not in clean["errors"][0]["message"]
+    assert (await post_verify(client, "valid")).json()["brand_name"] is None
+
+
 async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) -> None:
     assert (await client.get("/_sim/faults")).json() == {
         "latency_ms": 0.0,
         "mode": "normal",
         "error_rate": 0.0,
         "force_status": None,
+        "inject": False,
     }
     assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
-    for bad in ({"mode": "explode"}, {"bogus": 1}, {"error_rate": 2}, {"force_status": "OK"}):
+    for bad in (
+        {"mode": "explode"},
+        {"bogus": 1},
+        {"error_rate": 2},
+        {"force_status": "OK"},
+        {"inject": "yes"},
+        {"inject": 1},
+    ):
         resp = await client.post("/_sim/faults", json=bad)
         assert resp.status_code == 400, bad
     # A rejected change leaves the faults in force alone.

@@ -1,0 +1,251 @@
+"""The edge's worst minutes: the verifier failing every way it can, the breaker, load
+shedding, a helper killed under load, Kamailio restarted, replays, floods.
+
+Every test counts what sipp saw: each INVITE must get exactly one final answer, and the
+answer must be the one the policy (or Kamailio's fallback) gives for that failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import Helper, Kamailio, Simulator, SippRun, free_port, identity_csv, run_sipp
+from sipp_scenarios import invite_any_final, invite_expecting
+
+from vvp_simulator.passport import mint
+
+pytestmark = pytest.mark.e2e
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+FALLBACK = f"<sip:{DEST}@fallback.carrier.example>"
+VERIFIED = f"<sip:{DEST}@verified.carrier.example>"
+
+
+def one_final_each(run: SippRun, calls: int) -> Counter[tuple[int | None, str | None]]:
+    """Assert every call got exactly one final answer; count answers by (code, error)."""
+    finals = run.finals()
+    per_call = Counter(m.header("Call-ID") for m in finals)
+    assert len(per_call) == calls, f"{calls - len(per_call)} calls without a final answer"
+    assert max(per_call.values()) == 1, "a call got two final answers"
+    return Counter((m.code, m.header("X-VVP-Error")) for m in finals)
+
+
+def metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    values = [float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)", text, re.M)]
+    return sum(values)
+
+
+@dataclass
+class Edge:
+    workdir: Path
+    simulator: Simulator
+    helper: Helper
+    kamailio: Kamailio
+
+    def calls(self, count: int, rate: float = 50, kinds: tuple[str, ...] = ("valid",)) -> SippRun:
+        csv = identity_csv(self.workdir / f"ids-{time.monotonic_ns()}.csv", kinds, count)
+        scenario = invite_any_final(self.workdir / "any.xml", csv=True)
+        run = run_sipp(scenario, self.kamailio.port, self.workdir, calls=count, rate=rate,
+                       csv=csv, timeout=60)  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:]
+        return run
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[Edge]:
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(
+        tmp_path,
+        simulator.url,
+        VVP_VERIFIER_TIMEOUT="0.5",
+        VVP_HELPER_DEADLINE="0.8",
+        VVP_BREAKER_FAILURES="5",
+        VVP_BREAKER_RESET="1.0",
+    )
+    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_TIMEOUT_MS="1500",
+                               VVP_FR_TIMEOUT_MS="3000")  # fmt: skip
+    edge = Edge(tmp_path, simulator, helper, kamailio)
+    try:
+        yield edge
+    finally:
+        # Tests replace processes (restarts): stop what the edge holds now.
+        for process in (edge.kamailio, edge.helper, edge.simulator):
+            process.stop()
+
+
+@pytest.mark.parametrize(
+    ("faults", "code"),
+    [
+        ({"latency_ms": 900}, "EXT_VERIFIER_TIMEOUT"),  # slower than the 0.5 s timeout
+        ({"mode": "hang"}, "EXT_VERIFIER_TIMEOUT"),
+        ({"mode": "http500"}, "EXT_VERIFIER_HTTP_STATUS"),
+        ({"mode": "http502"}, "EXT_VERIFIER_HTTP_STATUS"),
+        ({"mode": "http503"}, "EXT_VERIFIER_HTTP_STATUS"),
+        ({"mode": "malformed"}, "EXT_VERIFIER_BAD_ANSWER"),
+        ({"mode": "wrong_shape"}, "EXT_VERIFIER_BAD_ANSWER"),
+        ({"mode": "reset"}, "EXT_VERIFIER_UNREACHABLE"),
+    ],
+    ids=["slow", "hang", "500", "502", "503", "malformed", "wrong-shape", "reset"],
+)
+def test_each_verifier_failure_gets_the_error_policy_then_the_breaker(
+    edge: Edge, faults: dict[str, object], code: str
+) -> None:
+    edge.simulator.set_faults(**faults)
+    answers = one_final_each(edge.calls(20, rate=20), 20)
+    # The first failures are the failure itself; once the breaker opens, the rest are
+    # answered at once without asking the verifier. Every answer is the error policy.
+    assert set(answers) <= {(302, code), (302, "EXT_VERIFIER_BREAKER_OPEN")}, answers
+    assert answers[(302, code)] >= 5
+    assert answers[(302, "EXT_VERIFIER_BREAKER_OPEN")] >= 1
+    assert metric(f"{edge.helper.url}/metrics", "vvp_helper_verifier_breaker_state") == 1
+
+
+def test_verifier_refusing_connections_then_coming_back(edge: Edge) -> None:
+    edge.simulator.stop()  # refused: nothing listens there any more
+    down = one_final_each(edge.calls(15, rate=30), 15)
+    assert set(down) <= {(302, "EXT_VERIFIER_UNREACHABLE"), (302, "EXT_VERIFIER_BREAKER_OPEN")}
+    assert down[(302, "EXT_VERIFIER_BREAKER_OPEN")] >= 1
+
+    # The verifier comes back on the same port: after the reset time a probe closes the
+    # breaker and calls are verified again.
+    edge.simulator = Simulator.create(edge.workdir, port=edge.simulator.port)
+    time.sleep(1.2)
+    back = one_final_each(edge.calls(10, rate=20), 10)
+    assert back[(302, None)] >= 9, back
+    assert metric(f"{edge.helper.url}/metrics", "vvp_helper_verifier_breaker_state") == 0
+    assert "verifier circuit breaker half_open -> closed" in edge.helper.output()
+
+
+def test_breaker_answers_fast_while_open(edge: Edge) -> None:
+    edge.simulator.set_faults(mode="hang")
+    one_final_each(edge.calls(6, rate=20), 6)  # opens the breaker
+    started = time.monotonic()
+    answers = one_final_each(edge.calls(20, rate=200), 20)
+    assert answers == Counter({(302, "EXT_VERIFIER_BREAKER_OPEN"): 20})
+    # No call waited for the 0.5 s verifier timeout.
+    assert time.monotonic() - started < 2.0
+
+
+def test_slow_verifier_past_the_concurrency_limit_sheds_load(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path, latency_ms=400)
+    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_CONCURRENCY="4",
+                           VVP_VERIFIER_TIMEOUT="1.0", VVP_HELPER_DEADLINE="1.5")  # fmt: skip
+    kamailio = Kamailio.create(tmp_path, helper.decide_url)
+    try:
+        edge = Edge(tmp_path, simulator, helper, kamailio)
+        answers = one_final_each(edge.calls(60, rate=100), 60)
+        # At most 4 verifications at once: the others are shed at once, never queued.
+        assert answers[(302, None)] >= 4
+        assert answers[(302, "EXT_VERIFIER_OVERLOADED")] >= 20, answers
+        assert set(answers) <= {(302, None), (302, "EXT_VERIFIER_OVERLOADED")}
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
+
+
+def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path)
+    first = Helper.create(tmp_path, simulator.url)
+    second = Helper.create(tmp_path, simulator.url)
+    kamailio = Kamailio.create(tmp_path, first.decide_url, VVP_HELPER_URL2=second.decide_url)
+    try:
+        csv = identity_csv(tmp_path / "ids.csv", ["valid"], 400)
+        scenario = invite_any_final(tmp_path / "any.xml", csv=True)
+        sipp = subprocess.Popen(
+            ["sipp", f"127.0.0.1:{kamailio.port}", "-sf", str(scenario), "-inf", str(csv),
+             "-m", "400", "-r", "100", "-i", "127.0.0.1", "-p", str(free_port()),
+             "-nostdin", "-trace_msg", "-message_file", str(tmp_path / "kill.msg"),
+             "-timeout", "60s", "-timeout_error"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+        )  # fmt: skip
+        time.sleep(1.5)
+        assert first.proc is not None
+        os.kill(first.proc.pid, signal.SIGKILL)  # no goodbye
+        assert sipp.wait(timeout=90) == 0
+        from harness import _parse_messages
+
+        received, _ = _parse_messages((tmp_path / "kill.msg").read_text(errors="replace"))
+        run = SippRun(0, received, [], "", {})
+        answers = one_final_each(run, 400)
+        # Every call verified by one helper or the other: none fell back, none lost.
+        assert answers == Counter({(302, None): 400}), answers
+        assert "asking the second helper" in kamailio.output()
+    finally:
+        for process in (kamailio, second, first, simulator):
+            process.stop()
+
+
+def test_kamailio_restart_keeps_the_helper_serving(edge: Edge) -> None:
+    one_final_each(edge.calls(10), 10)
+    edge.kamailio.stop()
+    edge.kamailio = Kamailio.create(
+        edge.workdir, edge.helper.decide_url, port=edge.kamailio.port,
+        VVP_HTTP_PORT=str(edge.kamailio.http_port),
+    )  # fmt: skip
+    answers = one_final_each(edge.calls(10), 10)
+    assert answers == Counter({(302, None): 10})
+
+
+def test_replayed_passport_is_flagged(edge: Edge) -> None:
+    minted = mint("valid", ORIG, DEST)
+    headers = [f"Identity: {minted.identity_header()}"]
+    first = run_sipp(invite_expecting(edge.workdir / "first.xml", 302, headers=headers),
+                     edge.kamailio.port, edge.workdir)  # fmt: skip
+    assert first.returncode == 0, first.stdout
+    assert first.finals()[0].header("Contact") == VERIFIED
+    # The same PASSporT on a new call (new Call-ID): a replay.
+    again = run_sipp(invite_expecting(edge.workdir / "again.xml", 403, headers=headers),
+                     edge.kamailio.port, edge.workdir)  # fmt: skip
+    assert again.returncode == 0, again.stdout
+    assert again.finals()[0].header("X-VVP-Error") == "EXT_PASSPORT_REPLAY"
+    assert edge.simulator.verify_requests() == 1
+    assert metric(f"{edge.helper.url}/metrics", "vvp_helper_replays_total") == 1
+
+
+def test_flooding_source_gets_503_with_retry_after(tmp_path: Path) -> None:
+    kamailio = Kamailio.create(tmp_path, "http://127.0.0.1:9/v1/decide", VVP_FLOOD_LIMIT="20")
+    try:
+        scenario = invite_any_final(tmp_path / "flood.xml")
+        run = run_sipp(scenario, kamailio.port, tmp_path, calls=200, rate=400)
+        finals = run.finals()
+        assert len({m.header("Call-ID") for m in finals}) == 200  # still one answer each
+        limited = [m for m in finals if m.code == 503]
+        assert len(limited) >= 100
+        assert all(m.header("Retry-After") == "5" for m in limited)
+    finally:
+        kamailio.stop()
+
+
+def test_helper_requires_the_shared_secret_when_configured(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_SECRET="s3cret-value")
+    with_secret = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_SECRET="s3cret-value")
+    without = Kamailio.create(tmp_path, helper.decide_url)
+    try:
+        headers = [f"Identity: {mint('valid', ORIG, DEST).identity_header()}"]
+        ok = run_sipp(invite_expecting(tmp_path / "ok.xml", 302, headers=headers),
+                      with_secret.port, tmp_path)  # fmt: skip
+        assert ok.returncode == 0 and ok.finals()[0].header("Contact") == VERIFIED
+        headers = [f"Identity: {mint('valid', ORIG, DEST).identity_header()}"]
+        refused = run_sipp(invite_expecting(tmp_path / "no.xml", 302, headers=headers),
+                           without.port, tmp_path)  # fmt: skip
+        assert refused.returncode == 0
+        assert refused.finals()[0].header("X-VVP-Edge-Fallback") == "helper-error"
+        # The secret never reaches a log.
+        for process in (helper, with_secret, without):
+            assert "s3cret-value" not in process.output()
+    finally:
+        for process in (with_secret, without, helper, simulator):
+            process.stop()
