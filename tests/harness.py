@@ -188,7 +188,12 @@ class Kamailio(Process):
 
     @classmethod
     def create(
-        cls, workdir: Path, helper_url: str, port: int | None = None, **env: str
+        cls,
+        workdir: Path,
+        helper_url: str,
+        port: int | None = None,
+        defines: Sequence[str] = (),
+        **env: str,
     ) -> Kamailio:
         port = port or free_port()
         http_port = int(env.pop("VVP_HTTP_PORT", 0)) or free_port()
@@ -206,6 +211,7 @@ class Kamailio(Process):
         argv = [
             kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E",
             "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
+            *(arg for define in defines for arg in ("-A", define)),
         ]  # fmt: skip
         kam = cls(
             "kamailio", argv, rundir / "kamailio.log", env=settings, port=port,

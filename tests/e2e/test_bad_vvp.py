@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import DEFAULT_POLICY, Helper, Kamailio, SipMessage, Simulator, SippRun, run_sipp
+from harness import DEFAULT_POLICY, Helper, Kamailio, Simulator, SipMessage, SippRun, run_sipp
 from sipp_scenarios import invite_expecting
 
 from vvp_simulator.keys import DEFAULT_WITNESS
@@ -32,7 +33,6 @@ from vvp_simulator.passport import (
     DEMO_ISSUER,
     DOSSIER_BASE,
     MintedIdentity,
-    encode_vvp_identity,
     mint,
     sign_jwt,
 )
@@ -92,7 +92,7 @@ class Edge:
         return run_sipp(scenario, self.kamailio.port, self.workdir)
 
     def alive(self) -> bool:
-        return self.kamailio.alive() and self.helper.alive() and self.simulator.alive()
+        return bool(self.kamailio.alive()) and self.helper.alive() and self.simulator.alive()
 
 
 @pytest.fixture(scope="module")
@@ -198,6 +198,7 @@ class Bad:
     outcome: str  # invalid | missing | valid
     error: str | None = None  # X-VVP-Error for invalid
     sipp: dict[str, Any] = field(default_factory=dict)  # extra invite_expecting arguments
+    xfail: str | None = None  # the edge does not give the policy's answer: see the reason
 
 
 def _corpus() -> list[Bad]:
@@ -216,7 +217,8 @@ def _corpus() -> list[Bad]:
             "invalid", "VVP_IDENTITY_INVALID"),
         Bad("P-VVP-Identity not JSON", p_vvp(b64("{ppt: vvp"), good.passport_jwt),
             "invalid", "VVP_IDENTITY_INVALID"),
-        Bad("P-VVP-Identity iat as string", p_vvp(vi_raw(iat=str(now)), good.passport_jwt), "invalid", "VVP_IDENTITY_INVALID"),
+        Bad("P-VVP-Identity iat as string", p_vvp(vi_raw(iat=str(now)), good.passport_jwt),
+            "invalid", "VVP_IDENTITY_INVALID"),
         Bad("P-VVP-Identity iat as float", p_vvp(vi_raw(iat=now + 0.5), good.passport_jwt),
             "invalid", "VVP_IDENTITY_INVALID"),
         Bad("P-VVP-Identity iat boolean", p_vvp(vi_raw(iat=True), good.passport_jwt),
@@ -273,7 +275,8 @@ def _corpus() -> list[Bad]:
         # --- algorithms
         Bad("alg none in the JWT header (signed)", [identity(signed(header={"alg": "none"}))],
             "invalid", "PASSPORT_FORBIDDEN_ALG"),
-        Bad("alg=none Identity parameter", [identity(good.passport_jwt, ";info=<{kid}>;alg=none;ppt=vvp")],
+        Bad("alg=none Identity parameter",
+            [identity(good.passport_jwt, ";info=<{kid}>;alg=none;ppt=vvp")],
             "invalid", "PASSPORT_FORBIDDEN_ALG"),
         Bad("alg ES256 with ppt vvp in the JWT (signed)",
             [identity(signed(header={"alg": "ES256"}))], "invalid", "PASSPORT_FORBIDDEN_ALG"),
@@ -290,6 +293,10 @@ def _corpus() -> list[Bad]:
             [identity(good.passport_jwt), f"P-VVP-Passport: {other.passport_jwt}"],
             "invalid", "PASSPORT_PARSE_FAILED"),
         Bad("17 Identity headers", [identity(good.passport_jwt)] * 17,
+            "invalid", "PASSPORT_PARSE_FAILED"),
+        Bad("Identity header of 9 KB (kid 6000 characters, signed)",
+            [identity(signed(header={"kid": f"{DEFAULT_WITNESS}/oobi/{'E' * 6000}/controller"}))],
+            # Longer than a header value the helper decodes (8 KiB): refused unread.
             "invalid", "PASSPORT_PARSE_FAILED"),
         # --- timing and binding
         Bad("P-VVP-Identity iat 10 s after the PASSporT's",
@@ -322,7 +329,17 @@ BAD_IDENTITIES = _corpus()
 CASE_COUNT = len(BAD_IDENTITIES)
 
 
-@pytest.mark.parametrize("index", range(CASE_COUNT), ids=[b.name for b in BAD_IDENTITIES])
+@pytest.mark.parametrize(
+    "index",
+    [
+        pytest.param(
+            i,
+            id=b.name,
+            marks=[pytest.mark.xfail(strict=True, reason=b.xfail)] if b.xfail else [],
+        )
+        for i, b in enumerate(BAD_IDENTITIES)
+    ],
+)
 def test_bad_identity_gets_the_policy_answer(edge: Edge, sim: Simulator, index: int) -> None:
     # Rebuilt per test: iat values must be fresh when the call is placed.
     case = _corpus()[index]
@@ -349,6 +366,7 @@ def test_bad_identity_gets_the_policy_answer(edge: Edge, sim: Simulator, index: 
 def test_corpus_size() -> None:
     assert CASE_COUNT == 46
     assert sum(b.outcome == "invalid" for b in BAD_IDENTITIES) == 41
+    assert sum(b.xfail is not None for b in BAD_IDENTITIES) == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -433,12 +451,58 @@ def test_non_ascii_display_name_is_passed_whole(edge: Edge, sim: Simulator) -> N
     assert final.header("X-VVP-Caller") == "Zoë Café 日本"
 
 
+def udp_invite(edge: Edge, call_id: bytes) -> SipMessage:
+    """One INVITE over a raw UDP socket (sipp cannot match some legal Call-IDs); the final."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(3)
+        lport, port = udp.getsockname()[1], edge.kamailio.port
+        lines = [
+            f"INVITE sip:{DEST}@127.0.0.1:{port} SIP/2.0".encode(),
+            f"Via: SIP/2.0/UDP 127.0.0.1:{lport};branch=z9hG4bK-{time.time_ns()}".encode(),
+            f"From: <sip:{ORIG}@127.0.0.1:{lport}>;tag=odd".encode(),
+            f"To: <sip:{DEST}@127.0.0.1:{port}>".encode(),
+            b"Call-ID: " + call_id,
+            b"CSeq: 1 INVITE",
+            b"Max-Forwards: 70",
+            b"Content-Length: 0",
+        ]
+        udp.sendto(b"\r\n".join(lines) + b"\r\n\r\n", ("127.0.0.1", port))
+        while True:
+            data = udp.recv(65535)
+            if not data.startswith(b"SIP/2.0 1"):
+                break
+        head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace").split("\r\n")
+        # ACK the final so Kamailio stops retransmitting it.
+        ack = [line.encode() for line in head[1:] if line.split(":", 1)[0] in
+               ("Via", "From", "To", "Call-ID")]  # fmt: skip
+        ack = [f"ACK sip:{DEST}@127.0.0.1 SIP/2.0".encode(), *ack, b"CSeq: 1 ACK",
+               b"Max-Forwards: 70", b"Content-Length: 0"]  # fmt: skip
+        udp.sendto(b"\r\n".join(ack) + b"\r\n\r\n", ("127.0.0.1", port))
+    headers = []
+    for line in head[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name.strip(), value.strip()))
+    return SipMessage(head[0], headers)
+
+
 def test_odd_but_legal_call_id_is_echoed_unchanged(edge: Edge, sim: Simulator) -> None:
     # RFC 3261 Call-ID "word" characters, and percent escapes that must NOT be decoded.
-    call_id = f"odd-!%*_+`'~()<>:\\\"/?{{}}-%0D%0AX-Injected%3A1-{time.time_ns()}@edge.example"
-    run = edge.call(302, [], replace={"Call-ID: [call_id]": f"Call-ID: {call_id}"})
-    assert run.returncode == 0, run.stdout
-    final = only_final(run)
+    call_id = f"odd-!%*_+`'~()<>:\\\"/?{{}}[]-%0D%0AX-Injected%3A1-{time.time_ns()}@edge.example"
+    final = udp_invite(edge, call_id.encode())
+    assert final.code == 302, final
+    assert_no_injection(final)
+    assert final.header("Call-ID") == call_id
+    assert final.header("X-VVP-Call-Id") == call_id
+    assert final.header("X-VVP-Status") == "MISSING"
+
+
+def test_non_ascii_call_id_is_echoed_unchanged(edge: Edge, sim: Simulator) -> None:
+    # Not in the Call-ID grammar, but valid UTF-8: Kamailio accepts it; the helper sees
+    # it whole and no header is added.
+    call_id = f"appel-é-日本-{time.time_ns()}@edge.example"
+    final = udp_invite(edge, call_id.encode())
+    assert final.code == 302, final
     assert_no_injection(final)
     assert final.header("Call-ID") == call_id
     assert final.header("X-VVP-Call-Id") == call_id

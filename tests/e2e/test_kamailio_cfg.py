@@ -26,7 +26,11 @@ def check(tmp_path: Path, *defines: str, **env: str) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.parametrize("defines", [(), ("WITH_DEBUG",)], ids=["default", "debug"])
+@pytest.mark.parametrize(
+    "defines",
+    [(), ("WITH_DEBUG",), ("WITH_STATIC_302",), ("WITH_DEBUG", "WITH_STATIC_302")],
+    ids=["default", "debug", "static-302", "debug-static-302"],
+)
 def test_config_is_valid_with_each_flag(tmp_path: Path, defines: tuple[str, ...]) -> None:
     result = check(tmp_path, *defines)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -150,10 +150,15 @@ def test_from_json_refuses_header_fields_that_are_not_a_list(key: str) -> None:
         CallRequest.from_json(kamailio_body(**{key: "eyJhbGciOiJFZERTQSJ9.e30.sig"}))
 
 
-def test_from_json_refuses_too_many_header_fields() -> None:
-    CallRequest.from_json(kamailio_body(identity=["x"] * MAX_HEADER_FIELDS))
-    with pytest.raises(BadCallRequest, match="identity"):
-        CallRequest.from_json(kamailio_body(identity=["x"] * (MAX_HEADER_FIELDS + 1)))
+def test_too_many_identity_fields_are_marked_not_refused() -> None:
+    # Refusing (HTTP 400) would hand the call to Kamailio's fail-open fallback: a caller
+    # could pad an invalid identity into an "error" answer. The decision rejects it.
+    assert not CallRequest.from_json(
+        kamailio_body(identity=["x"] * MAX_HEADER_FIELDS)
+    ).oversized_identity
+    padded = CallRequest.from_json(kamailio_body(identity=["x"] * (MAX_HEADER_FIELDS + 1)))
+    assert padded.oversized_identity == ("identity",)
+    assert padded.identity == ()
 
 
 @pytest.mark.parametrize("key", ["call_id", "from_uri", "to_uri", "from_name", "request_uri"])
@@ -163,9 +168,17 @@ def test_from_json_refuses_an_oversize_field(key: str) -> None:
         CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
 
 
-def test_from_json_refuses_an_oversize_header_field() -> None:
-    with pytest.raises(BadCallRequest, match="p_vvp_passport"):
-        CallRequest.from_json(kamailio_body(p_vvp_passport=["a" * (MAX_FIELD_LEN + 1)]))
+def test_an_oversize_identity_field_is_marked_not_refused() -> None:
+    call = CallRequest.from_json(kamailio_body(p_vvp_passport=["a" * (MAX_FIELD_LEN + 1)]))
+    assert call.oversized_identity == ("p_vvp_passport",)
+
+
+async def test_padded_identity_is_invalid_not_an_error(policy: Policy) -> None:
+    call = CallRequest.from_json(kamailio_body(identity=["x"] * (MAX_HEADER_FIELDS + 1)))
+    decision = await decider().decide(call, policy)
+    assert decision.outcome == "invalid"
+    assert decision.instruction.code == 403
+    assert ("X-VVP-Error", "PASSPORT_PARSE_FAILED") in decision.instruction.headers
 
 
 # -- display names and URI users -----------------------------------------------------------

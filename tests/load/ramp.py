@@ -1,0 +1,412 @@
+"""Load ramp and benchmark of the whole edge with sipp: what carriers size an edge by.
+
+    .venv/bin/python tests/load/ramp.py --rates 250,500,1000,1500 --duration 30
+    .venv/bin/python tests/load/ramp.py --baseline --rates 500,1000 --duration 20
+
+For each step (an offered rate held for --duration seconds) it sends a realistic mix of
+calls, each with a fresh identity minted just before the step, and reports: offered and
+achieved calls/s, failed calls, unexpected answers, response time p50/p95/p99 (INVITE to
+final answer, from sipp's own timing), and CPU and memory (PSS) of Kamailio, the helper
+and the simulator. It prints a table as it goes, writes JSON, and renders a PNG.
+
+``--baseline`` also measures, in the same run on the same machine, Kamailio alone
+answering the same INVITEs with a stateful 302 (kamailio.cfg WITH_STATIC_302) and prints
+the full path's ceiling as a share of it: the number that moves least between machines.
+
+Unexpected answers are counted from the edge's own counters: the helper's decisions by
+outcome must equal the mix that was sent (each kind has a known outcome), and every
+call must get exactly one final answer (sipp's failed-call counter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import Helper, Kamailio, Process, Simulator, free_port  # noqa: E402
+from sipp_scenarios import invite_any_final  # noqa: E402
+
+from vvp_simulator.mint import mint_rows, write_csv  # noqa: E402
+
+#: The outcome each minted kind must get (the simulator's documented behaviour).
+OUTCOME_OF = {
+    "valid": "valid",
+    "brand": "valid",
+    "forged": "invalid",
+    "expired": "invalid",
+    "wrong-number": "invalid",
+    "indeterminate": "indeterminate",
+    "none": "missing",
+}
+DEFAULT_MIX = "valid=80,brand=5,forged=5,expired=3,indeterminate=2,none=5"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Step:
+    offered: float
+    duration: float
+    calls: int
+    achieved: float = 0.0
+    failed: int = 0
+    unexpected: int = 0
+    answered: int = 0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    p99_ms: float = 0.0
+    retransmissions: int = 0
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+    pss_mb: dict[str, float] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    mix = {}
+    for part in text.split(","):
+        kind, _, weight = part.partition("=")
+        if kind not in OUTCOME_OF:
+            raise SystemExit(f"ramp: unknown kind {kind!r}; known: {', '.join(OUTCOME_OF)}")
+        mix[kind] = int(weight or 1)
+    return mix
+
+
+def kinds_for(mix: dict[str, int], calls: int) -> list[str]:
+    """Calls interleaved by weight (not in blocks), so every moment sees the whole mix."""
+    pattern = [kind for kind, weight in mix.items() for _ in range(weight)]
+    spread = sorted(range(len(pattern)), key=lambda i: (i * 7919) % len(pattern))
+    pattern = [pattern[i] for i in spread]
+    return [pattern[i % len(pattern)] for i in range(calls)]
+
+
+def write_identities(path: Path, kinds: list[str]) -> None:
+    """The sipp injection file: one fresh identity per call ("none" rows get a dummy)."""
+    minted = mint_rows([k if k != "none" else "valid" for k in kinds], len(kinds),
+                       "+441923311001", "+441923311006")  # fmt: skip
+    with path.open("w") as out:
+        write_csv(out, minted)
+
+
+# -- process accounting ----------------------------------------------------------------
+
+
+def group_pids(process: Process) -> list[int]:
+    assert process.proc is not None
+    pgid = process.proc.pid
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.getpgid(int(entry.name)) == pgid:
+                    pids.append(int(entry.name))
+            except ProcessLookupError:
+                continue
+    return pids
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
+
+
+def pss_mb(pids: list[int]) -> float:
+    # PSS, not RSS: Kamailio's workers share its memory; RSS would count it per worker.
+    total = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+        total += int(match.group(1)) if match else 0
+    return round(total / 1024, 1)
+
+
+def helper_outcomes(helpers: list[Helper]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for helper in helpers:
+        text = urllib.request.urlopen(f"{helper.url}/metrics", timeout=5).read().decode()
+        for outcome, value in re.findall(
+            r'^vvp_helper_decisions_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)', text, re.M
+        ):
+            counts[outcome] += int(float(value))
+    return counts
+
+
+# -- one step ----------------------------------------------------------------------------
+
+
+def load_scenario(path: Path) -> Path:
+    """One INVITE per call from the CSV, any final answer, timed by sipp (rtd 1)."""
+    scenario = invite_any_final(path, csv=True)
+    text = scenario.read_text().replace(
+        "Identity: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
+        "[field6]: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
+    )
+    text = text.replace('<send retrans="500">', '<send retrans="500" start_rtd="1">', 1)
+    text = re.sub(
+        r'(<recv response="\d+"(?: optional="true")? next="ack")/>', r'\1 rtd="1"/>', text
+    )
+    path.write_text(text)
+    return path
+
+
+def run_step(
+    workdir: Path,
+    target_port: int,
+    rate: float,
+    duration: float,
+    mix: dict[str, int],
+    processes: dict[str, Process],
+    helpers: list[Helper],
+) -> Step:
+    calls = int(rate * duration)
+    step = Step(offered=rate, duration=duration, calls=calls)
+    kinds = kinds_for(mix, calls)
+    csv = workdir / f"ids-{int(rate)}.csv"
+    write_identities(csv, kinds)
+    # Field 6 names the identity header: "Identity", or for calls that carry none, a
+    # header the edge ignores (sipp's CSV separator is ";", so the line itself cannot
+    # be a field: Identity parameters are ";"-separated too).
+    lines = csv.read_text().splitlines()
+    rows = [lines[0]]
+    for line, kind in zip(lines[1:], kinds, strict=True):
+        rows.append(f"{line};{'X-Load-Unsigned' if kind == 'none' else 'Identity'}")
+    csv.write_text("\n".join(rows) + "\n")
+    scenario = load_scenario(workdir / "ramp.xml")
+
+    before_outcomes = helper_outcomes(helpers)
+    pids = {name: group_pids(p) for name, p in processes.items()}
+    ticks = {name: cpu_ticks(p) for name, p in pids.items()}
+    rtt_dir = workdir / f"step-{int(rate)}"
+    rtt_dir.mkdir(exist_ok=True)
+    started = time.monotonic()
+    argv = [
+        "sipp", f"127.0.0.1:{target_port}", "-sf", str(scenario), "-inf", str(csv),
+        "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(max(100, int(rate * 4))),
+        "-i", "127.0.0.1", "-p", str(free_port()), "-t", "u1",
+        "-nostdin", "-timeout", f"{duration + 60:.0f}s",
+        "-trace_rtt", "-rtt_freq", "100", "-trace_stat", "-fd", "1",
+        "-max_socket", "2000", "-bind_local",
+    ]  # fmt: skip
+    done = subprocess.run(argv, cwd=rtt_dir, capture_output=True, text=True)
+    elapsed = time.monotonic() - started
+    for name, before in ticks.items():
+        used = cpu_ticks(pids[name]) - before
+        step.cpu_percent[name] = round(100 * used / CLK_TCK / elapsed, 1)
+        step.pss_mb[name] = pss_mb(pids[name])
+
+    stats = _last_stats(rtt_dir)
+    step.answered = int(stats.get("SuccessfulCall(C)", 0))
+    step.failed = int(stats.get("FailedCall(C)", calls))
+    step.retransmissions = int(stats.get("Retransmissions(C)", 0))
+    step.achieved = round(step.answered / elapsed, 1)
+    times = _response_times(rtt_dir)
+    if times:
+        quantiles = statistics.quantiles(times, n=100, method="inclusive")
+        step.p50_ms, step.p95_ms, step.p99_ms = (round(quantiles[i], 2) for i in (49, 94, 98))
+    if helpers:  # the Kamailio-only baseline has no outcomes to check
+        after = helper_outcomes(helpers)
+        got = Counter({k: after[k] - before_outcomes[k] for k in after})
+        expected = Counter(OUTCOME_OF[k] for k in kinds)
+        step.outcomes = dict(got)
+        missing = sum((expected - got).values())
+        step.unexpected = max(missing, sum((got - expected).values()))
+    if done.returncode not in (0, 1):
+        print(f"  sipp exited {done.returncode}: {done.stderr[-500:]}", file=sys.stderr)
+    return step
+
+
+def _last_stats(directory: Path) -> dict[str, str]:
+    for path in directory.glob("*_.csv"):
+        rows = [r.split(";") for r in path.read_text().splitlines() if r]
+        if len(rows) >= 2:
+            return dict(zip(rows[0], rows[-1], strict=False))
+    return {}
+
+
+def _response_times(directory: Path) -> list[float]:
+    times = []
+    for path in directory.glob("*_rtt.csv"):
+        for line in path.read_text().splitlines()[1:]:
+            parts = line.split(";")
+            if len(parts) >= 2:
+                try:
+                    times.append(float(parts[1]))
+                except ValueError:
+                    continue
+    return times
+
+
+# -- the run -----------------------------------------------------------------------------
+
+COLUMNS = (
+    ("offered", "offered/s", 9), ("achieved", "achieved/s", 10), ("failed", "failed", 7),
+    ("unexpected", "unexpect", 8), ("p50_ms", "p50 ms", 8), ("p95_ms", "p95 ms", 8),
+    ("p99_ms", "p99 ms", 8), ("retransmissions", "retrans", 8),
+)  # fmt: skip
+
+
+def header(names: list[str]) -> str:
+    cells = [f"{title:>{width}}" for _, title, width in COLUMNS]
+    cells += [f"{'cpu% ' + n:>14}" for n in names] + [f"{'MB ' + n:>12}" for n in names]
+    return " ".join(cells)
+
+
+def row(step: Step, names: list[str]) -> str:
+    cells = [f"{getattr(step, key):>{width}}" for key, _, width in COLUMNS]
+    cells += [f"{step.cpu_percent.get(n, 0):>14}" for n in names]
+    cells += [f"{step.pss_mb.get(n, 0):>12}" for n in names]
+    return " ".join(cells)
+
+
+def ramp(
+    label: str,
+    workdir: Path,
+    target_port: int,
+    rates: list[float],
+    duration: float,
+    mix: dict[str, int],
+    processes: dict[str, Process],
+    helpers: list[Helper],
+    stop_after_failure: bool,
+) -> list[Step]:
+    names = list(processes)
+    print(f"\n== {label}")
+    print(header(names), flush=True)
+    steps = []
+    for rate in rates:
+        print(f"   ... {rate:g} calls/s for {duration:g} s (minting {int(rate * duration)} "
+              "identities first)", end="\r", flush=True)  # fmt: skip
+        step = run_step(workdir, target_port, rate, duration, mix, processes, helpers)
+        steps.append(step)
+        print("\r\033[K" + row(step, names), flush=True)
+        if stop_after_failure and (step.failed or step.achieved < 0.9 * rate):
+            break
+    return steps
+
+
+def plot(results: dict[str, list[Step]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, steps in results.items():
+        offered = [s.offered for s in steps]
+        left.plot(offered, [s.achieved for s in steps], marker="o", label=label)
+        if label != "kamailio-only":
+            for key, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
+                right.plot(offered, [getattr(s, key) for s in steps], style, marker=".",
+                           label=f"{label} {key.removesuffix('_ms')}")  # fmt: skip
+    top = max(s.offered for steps in results.values() for s in steps)
+    left.plot([0, top], [0, top], color="grey", linewidth=0.8, label="offered")
+    left.set(xlabel="offered calls/s", ylabel="answered calls/s", title="Throughput")
+    right.set(xlabel="offered calls/s", ylabel="ms", title="INVITE to final answer",
+              yscale="log")  # fmt: skip
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="250,500,1000,1500,2000", help="offered calls/s")
+    parser.add_argument("--duration", type=float, default=30, help="seconds per step")
+    parser.add_argument("--mix", default=DEFAULT_MIX, help="kind=weight,...")
+    parser.add_argument("--helpers", type=int, default=1, help="helper processes (one port)")
+    parser.add_argument("--latency-ms", type=int, default=0, help="simulator added latency")
+    parser.add_argument("--verifier-down", action="store_true", help="no verifier at all")
+    parser.add_argument("--baseline", action="store_true", help="also Kamailio alone")
+    parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args()
+
+    rates = [float(r) for r in args.rates.split(",")]
+    mix = parse_mix(args.mix)
+    out = args.out or REPO / "var" / "load" / time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"results in {out}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+
+    results: dict[str, list[Step]] = {}
+    kamailio_env = {"VVP_FLOOD_LIMIT": "0", "VVP_SIP_WORKERS": "2", "VVP_HELPER_WORKERS": "2"}
+    if args.baseline:
+        kamailio = Kamailio.create(out, "http://127.0.0.1:9/unused", defines=["WITH_STATIC_302"],
+                                   **kamailio_env)  # fmt: skip
+        try:
+            baseline_mix = {"valid": 1}
+            steps = ramp("kamailio-only (static 302)", out, kamailio.port, rates, args.duration,
+                         baseline_mix, {"kamailio": kamailio}, [], not args.keep_going)  # fmt: skip
+            results["kamailio-only"] = steps
+        finally:
+            kamailio.stop()
+
+    simulator = None
+    if args.verifier_down:
+        verifier_url = f"http://127.0.0.1:{free_port()}"
+    else:
+        simulator = Simulator.create(out, latency_ms=args.latency_ms)
+        verifier_url = simulator.url
+    helper_port = free_port()
+    helpers = [
+        Helper.create(out, verifier_url, port=helper_port, VVP_LOG_LEVEL="WARNING")
+        for _ in range(args.helpers)
+    ]
+    kamailio = Kamailio.create(out, helpers[0].decide_url, **kamailio_env)
+    processes: dict[str, Process] = {"kamailio": kamailio}
+    for index, helper in enumerate(helpers):
+        processes[f"helper{index + 1}"] = helper
+    if simulator is not None:
+        processes["simulator"] = simulator
+    try:
+        label = "full path" + (f" (verifier +{args.latency_ms} ms)" if args.latency_ms else "")
+        if args.verifier_down:
+            label += " (verifier down)"
+        results["full-path"] = ramp(label, out, kamailio.port, rates, args.duration, mix,
+                                    processes, helpers, not args.keep_going)  # fmt: skip
+    finally:
+        for process in (kamailio, *helpers, *([simulator] if simulator else [])):
+            process.stop()
+
+    summary: dict[str, object] = {
+        "rates": rates, "duration_s": args.duration, "mix": mix, "helpers": args.helpers,
+        "latency_ms": args.latency_ms, "cores": os.cpu_count(),
+        "results": {k: [asdict(s) for s in v] for k, v in results.items()},
+    }  # fmt: skip
+    if "kamailio-only" in results:
+        ceiling = max((s.achieved for s in results["kamailio-only"] if not s.failed), default=0)
+        full = max((s.achieved for s in results["full-path"]
+                    if not s.failed and not s.unexpected), default=0)  # fmt: skip
+        ratio = full / ceiling if ceiling else 0
+        summary.update(kamailio_ceiling=ceiling, full_path_ceiling=full, ratio=round(ratio, 3))
+        print(f"\nceiling at 0 failures: full path {full:.0f} calls/s, Kamailio alone "
+              f"{ceiling:.0f} calls/s -> ratio {ratio:.2f}")  # fmt: skip
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    plot(results, out / "ramp.png")
+    print(f"wrote {out / 'results.json'} and {out / 'ramp.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
