@@ -66,6 +66,13 @@ class CallRequest:
     #: Identity header fields that were too many or too long to decode (their names).
     oversized_identity: tuple[str, ...] = ()
 
+    @property
+    def has_nul(self) -> bool:
+        """A NUL byte in a field SIP does not allow one in (Kamailio passes it on)."""
+        return any(
+            "\x00" in value for value in (self.call_id, self.from_uri, self.to_uri, self.from_name)
+        )
+
     @classmethod
     def from_json(cls, data: object) -> CallRequest:
         if not isinstance(data, dict):
@@ -103,6 +110,11 @@ class CallRequest:
             return value
 
         received = data.get("received_at")
+        if isinstance(received, str):  # Kamailio's $TV(Sn): "1795526493.341266"
+            try:
+                received = float(received)
+            except ValueError:
+                raise BadCallRequest("received_at must be a Unix time in seconds") from None
         if isinstance(received, bool) or not isinstance(received, int | float):
             raise BadCallRequest("received_at must be a Unix time in seconds")
         return cls(
@@ -163,6 +175,21 @@ class Decider:
 
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         errors: tuple[dict[str, str], ...]
+        if call.has_nul:
+            # Not a verification outcome: the request itself is broken, as SIP sees it.
+            return Decision(
+                outcome="malformed",
+                status="MALFORMED",
+                instruction=Instruction(
+                    400,
+                    "Bad Request - Undecodable Header",
+                    None,
+                    (),
+                    "edge: NUL byte in a SIP field",
+                ),  # fmt: skip
+                errors=({"code": "EXT_SIP_MALFORMED", "message": "NUL byte"},),
+                error_kind="malformed",
+            )
         if call.oversized_identity:
             message = f"too many or too long {', '.join(call.oversized_identity)} values"
             errors = ({"code": "PASSPORT_PARSE_FAILED", "message": message},)

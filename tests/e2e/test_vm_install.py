@@ -188,7 +188,7 @@ def test_installer_is_idempotent_and_keeps_operator_files(installed: None) -> No
     assert oct(Path("/etc/vvp-edge/helper.env").stat().st_mode & 0o777) == "0o640"
 
 
-def test_services_start_as_their_units_say(installed: None, tmp_path: Path) -> None:
+def test_services_start_as_their_units_say(installed: None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vvp-vm-", dir="/tmp"))
     os.chmod(workdir, 0o755)
     helper_unit, kamailio_unit = Unit("vvp-helper.service"), Unit("kamailio.service")

@@ -133,7 +133,7 @@ def test_from_json_refuses_a_missing_required_field(key: str) -> None:
         ("cseq", True),
         ("source_port", "5060"),
         ("source_port", 5060.0),
-        ("received_at", "1700000000"),
+        ("received_at", "yesterday"),
         ("received_at", True),
         ("received_at", None),
         ("identity", ["ok", 7]),
@@ -410,3 +410,14 @@ async def test_caller_display_name_cannot_inject_through_a_decision() -> None:
     assert block.count("\r\n") == len(decision.instruction.headers) == 2
     assert "\nX-Injected" not in block
     assert cast(dict[str, Any], decision.context)["from_name"] == "x\r\nX-Injected: 1"
+
+
+def test_received_at_as_kamailio_writes_it() -> None:
+    # $TV(Sn) reaches the helper as a string: "seconds.microseconds".
+    call = CallRequest.from_json(kamailio_body(received_at="1795526493.341266"))
+    assert call.received_at == 1795526493.341266
+
+
+def test_nul_byte_in_a_sip_field_is_refused_with_400() -> None:
+    call = CallRequest.from_json(kamailio_body(call_id="abc\x00def"))
+    assert call.has_nul
