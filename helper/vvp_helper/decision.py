@@ -186,7 +186,7 @@ class Decider:
                     None,
                     (),
                     "edge: NUL byte in a SIP field",
-                ),  # fmt: skip
+                ),
                 errors=({"code": "EXT_SIP_MALFORMED", "message": "NUL byte"},),
                 error_kind="malformed",
             )
