@@ -151,6 +151,11 @@ def split_header_values(values: Sequence[str]) -> list[str]:
     """
     out: list[str] = []
     for field in values:
+        if "," not in field:  # the usual case: one value per field, no scan needed
+            field = field.strip()
+            if field:
+                out.append(field)
+            continue
         for part in _split_outside(field, ","):
             part = part.strip()
             if part:

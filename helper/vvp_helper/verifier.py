@@ -9,13 +9,13 @@ documented JSON - becomes a ``VerifierError`` subclass, which the decision maps 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from . import jsonfast
 from .errors import (
     VerifierBadAnswer,
     VerifierHTTPError,
@@ -212,7 +212,7 @@ class VerifierClient:
         session = self._get_session()
         try:
             async with session.post(
-                self.endpoint, data=json.dumps(request.body()), headers=headers
+                self.endpoint, data=jsonfast.dumps(request.body()), headers=headers
             ) as response:
                 if response.status != 200:
                     raise VerifierHTTPError(
@@ -229,7 +229,7 @@ class VerifierClient:
         if len(raw) > MAX_ANSWER_BYTES:
             raise VerifierBadAnswer("answer larger than 1 MiB")
         try:
-            data = json.loads(raw)
+            data = jsonfast.loads(raw)
         except ValueError:
             raise VerifierBadAnswer("answer is not JSON") from None
         return Verdict.from_json(data)

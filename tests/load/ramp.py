@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -207,8 +208,12 @@ def run_step(
         "-trace_rtt", "-rtt_freq", "100", "-trace_stat", "-fd", "1",
         "-max_socket", "2000", "-bind_local",
     ]  # fmt: skip
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, cwd=rtt_dir, capture_output=True, text=True)
     elapsed = time.monotonic() - started
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sipp_seconds = (used.ru_utime - children.ru_utime) + (used.ru_stime - children.ru_stime)
+    step.cpu_percent["sipp"] = round(100 * sipp_seconds / elapsed, 1)
     for name, before in ticks.items():
         used = cpu_ticks(pids[name]) - before
         step.cpu_percent[name] = round(100 * used / CLK_TCK / elapsed, 1)
@@ -335,7 +340,7 @@ def main() -> int:
     parser.add_argument("--rates", default="250,500,1000,1500,2000", help="offered calls/s")
     parser.add_argument("--duration", type=float, default=30, help="seconds per step")
     parser.add_argument("--mix", default=DEFAULT_MIX, help="kind=weight,...")
-    parser.add_argument("--helpers", type=int, default=1, help="helper processes (one port)")
+    parser.add_argument("--helpers", type=int, default=2, choices=(1, 2), help="helper processes")
     parser.add_argument("--latency-ms", type=int, default=0, help="simulator added latency")
     parser.add_argument("--verifier-down", action="store_true", help="no verifier at all")
     parser.add_argument("--baseline", action="store_true", help="also Kamailio alone")
@@ -368,11 +373,13 @@ def main() -> int:
     else:
         simulator = Simulator.create(out, latency_ms=args.latency_ms)
         verifier_url = simulator.url
-    helper_port = free_port()
+    # Each helper on its own port, so each is scraped on its own (Kamailio spreads calls
+    # over two helpers, kamailio.cfg VVP_HELPER_URL2).
     helpers = [
-        Helper.create(out, verifier_url, port=helper_port, VVP_LOG_LEVEL="WARNING")
-        for _ in range(args.helpers)
+        Helper.create(out, verifier_url, VVP_LOG_LEVEL="WARNING") for _ in range(args.helpers)
     ]
+    if len(helpers) == 2:
+        kamailio_env["VVP_HELPER_URL2"] = helpers[1].decide_url
     kamailio = Kamailio.create(out, helpers[0].decide_url, **kamailio_env)
     processes: dict[str, Process] = {"kamailio": kamailio}
     for index, helper in enumerate(helpers):
