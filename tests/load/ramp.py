@@ -25,6 +25,7 @@ import json
 import os
 import re
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from harness import Helper, Kamailio, Process, Simulator, free_port  # noqa: E402
 from sipp_scenarios import invite_any_final  # noqa: E402
 
-from vvp_simulator.mint import mint_rows, write_csv  # noqa: E402
+from vvp_simulator.mint import write_csv  # noqa: E402
+from vvp_simulator.passport import mint  # noqa: E402
 
 #: The outcome each minted kind must get (the simulator's documented behaviour).
 OUTCOME_OF = {
@@ -72,6 +74,8 @@ class Step:
     cpu_percent: dict[str, float] = field(default_factory=dict)
     pss_mb: dict[str, float] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
+    #: (seconds into the step, {process: PSS MB}) every --memory-every seconds.
+    pss_series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -92,12 +96,18 @@ def kinds_for(mix: dict[str, int], calls: int) -> list[str]:
     return [pattern[i % len(pattern)] for i in range(calls)]
 
 
-def write_identities(path: Path, kinds: list[str]) -> None:
-    """The sipp injection file: one fresh identity per call ("none" rows get a dummy)."""
-    minted = mint_rows([k if k != "none" else "valid" for k in kinds], len(kinds),
-                       "+441923311001", "+441923311006")  # fmt: skip
+def write_identities(path: Path, kinds: list[str], rate: float, start_at: float) -> None:
+    """The sipp injection file: one fresh identity per call, each signed for the moment it
+    will be sent (call i at ``start_at + i / rate``): the verifier wants a PASSporT's iat
+    within 30 s of the INVITE, so identities minted all at once would go stale in a long
+    step. "none" rows carry a dummy identity that the scenario does not send."""
+    rows = []
+    for index, kind in enumerate(kinds):
+        when = int(start_at + index / rate)
+        rows.append(mint(kind if kind != "none" else "valid", "+441923311001",
+                         "+441923311006", now=when))  # fmt: skip
     with path.open("w") as out:
-        write_csv(out, minted)
+        write_csv(out, rows)
 
 
 # -- process accounting ----------------------------------------------------------------
@@ -178,12 +188,15 @@ def run_step(
     mix: dict[str, int],
     processes: dict[str, Process],
     helpers: list[Helper],
+    outcome_of: dict[str, str] = OUTCOME_OF,
+    memory_every: float = 0,
 ) -> Step:
     calls = int(rate * duration)
     step = Step(offered=rate, duration=duration, calls=calls)
     kinds = kinds_for(mix, calls)
     csv = workdir / f"ids-{int(rate)}.csv"
-    write_identities(csv, kinds)
+    # Minting takes ~0.2 ms an identity: the step starts once they are all written.
+    write_identities(csv, kinds, rate, time.time() + calls * 0.0002 + 1)
     # Field 6 names the identity header: "Identity", or for calls that carry none, a
     # header the edge ignores (sipp's CSV separator is ";", so the line itself cannot
     # be a field: Identity parameters are ";"-separated too).
@@ -209,7 +222,16 @@ def run_step(
         "-max_socket", "2000", "-bind_local",
     ]  # fmt: skip
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(argv, cwd=rtt_dir, capture_output=True, text=True)
+    sipp = subprocess.Popen(argv, cwd=rtt_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    while memory_every and sipp.poll() is None:
+        try:
+            sipp.wait(timeout=memory_every)
+        except subprocess.TimeoutExpired:
+            sample = {name: pss_mb(p) for name, p in pids.items()}
+            step.pss_series.append((round(time.monotonic() - started, 1), sample))
+    stdout, stderr = sipp.communicate()
+    done = subprocess.CompletedProcess(argv, sipp.returncode, stdout, stderr)
     elapsed = time.monotonic() - started
     used = resource.getrusage(resource.RUSAGE_CHILDREN)
     sipp_seconds = (used.ru_utime - children.ru_utime) + (used.ru_stime - children.ru_stime)
@@ -231,7 +253,7 @@ def run_step(
     if helpers:  # the Kamailio-only baseline has no outcomes to check
         after = helper_outcomes(helpers)
         got = Counter({k: after[k] - before_outcomes[k] for k in after})
-        expected = Counter(OUTCOME_OF[k] for k in kinds)
+        expected = Counter(outcome_of[k] for k in kinds)
         step.outcomes = dict(got)
         missing = sum((expected - got).values())
         step.unexpected = max(missing, sum((got - expected).values()))
@@ -293,6 +315,8 @@ def ramp(
     processes: dict[str, Process],
     helpers: list[Helper],
     stop_after_failure: bool,
+    outcome_of: dict[str, str] = OUTCOME_OF,
+    memory_every: float = 0,
 ) -> list[Step]:
     names = list(processes)
     print(f"\n== {label}")
@@ -301,7 +325,8 @@ def ramp(
     for rate in rates:
         print(f"   ... {rate:g} calls/s for {duration:g} s (minting {int(rate * duration)} "
               "identities first)", end="\r", flush=True)  # fmt: skip
-        step = run_step(workdir, target_port, rate, duration, mix, processes, helpers)
+        step = run_step(workdir, target_port, rate, duration, mix, processes, helpers,
+                        outcome_of, memory_every)  # fmt: skip
         steps.append(step)
         print("\r\033[K" + row(step, names), flush=True)
         if stop_after_failure and (step.failed or step.achieved < 0.9 * rate):
@@ -343,14 +368,18 @@ def main() -> int:
     parser.add_argument("--helpers", type=int, default=2, choices=(1, 2), help="helper processes")
     parser.add_argument("--latency-ms", type=int, default=0, help="simulator added latency")
     parser.add_argument("--verifier-down", action="store_true", help="no verifier at all")
+    parser.add_argument("--memory-every", type=float, default=0,
+                        help="sample memory every N seconds during a step")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also Kamailio alone")
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
+    # Stopped from outside (timeout, kill): still stop the edge processes it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     rates = [float(r) for r in args.rates.split(",")]
     mix = parse_mix(args.mix)
-    out = args.out or REPO / "var" / "load" / time.strftime("%Y%m%d-%H%M%S")
+    out = (args.out or REPO / "var" / "load" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"results in {out}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
 
@@ -390,8 +419,13 @@ def main() -> int:
         label = "full path" + (f" (verifier +{args.latency_ms} ms)" if args.latency_ms else "")
         if args.verifier_down:
             label += " (verifier down)"
+        outcome_of = dict(OUTCOME_OF)
+        if args.verifier_down:  # everything the verifier would judge becomes "error"
+            outcome_of.update({k: "error" for k, v in OUTCOME_OF.items() if k != "expired"
+                               and v != "missing"})  # fmt: skip
         results["full-path"] = ramp(label, out, kamailio.port, rates, args.duration, mix,
-                                    processes, helpers, not args.keep_going)  # fmt: skip
+                                    processes, helpers, not args.keep_going, outcome_of,
+                                    args.memory_every)  # fmt: skip
     finally:
         for process in (kamailio, *helpers, *([simulator] if simulator else [])):
             process.stop()
