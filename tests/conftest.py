@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
+from vvp_simulator.faults import Faults
+from vvp_simulator.server import SimulatorSettings, start
+
 ServeApp = Callable[[web.Application], Awaitable[str]]
 
 
@@ -25,4 +28,14 @@ async def serve_app() -> AsyncIterator[ServeApp]:
 
     yield serve
     for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def simulator_url() -> AsyncIterator[str]:
+    """The verifier simulator as a real HTTP server on a free loopback port."""
+    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
         await runner.cleanup()

@@ -138,7 +138,7 @@ class Simulator(Process):
 
     def reset(self) -> None:
         """Back to a healthy simulator with zeroed counters."""
-        self.set_faults(mode="normal", latency_ms=0, error_rate=0, force_status=None)
+        self.set_faults(mode="normal", latency_ms=0, error_rate=0, force_status=None, inject=False)
         http_json(f"{self.url}/_sim/reset-stats", {})
 
     def verify_requests(self) -> int:
@@ -383,6 +383,25 @@ def run_sipp(
         if len(rows) >= 2:
             stats = dict(zip(rows[0], rows[-1], strict=False))
     return SippRun(done.returncode, received, sent, done.stdout + done.stderr, stats)
+
+
+@contextlib.contextmanager
+def running_edge(
+    workdir: Path, policy: Path = DEFAULT_POLICY
+) -> Iterator[tuple[Simulator, Helper, Kamailio]]:
+    """Simulator, helper and Kamailio with test-sized timeouts that keep the design's
+    order: verifier 1 s < helper deadline 1.5 s < Kamailio's wait 2 s < tm's timer 3 s."""
+    simulator = Simulator.create(workdir)
+    helper = Helper.create(workdir, simulator.url, policy=policy, VVP_VERIFIER_TIMEOUT="1.0",
+                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
+    kamailio = Kamailio.create(
+        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
+    )
+    try:
+        yield simulator, helper, kamailio
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
 
 
 @contextlib.contextmanager

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import DEFAULT_POLICY, Helper, Kamailio, Simulator, SipMessage, SippRun, run_sipp
+from harness import (
+    DEFAULT_POLICY,
+    Helper,
+    Kamailio,
+    Simulator,
+    SipMessage,
+    SippRun,
+    run_sipp,
+    running_edge,
+)
 from sipp_scenarios import invite_expecting
 
 from vvp_simulator.keys import DEFAULT_WITNESS
@@ -99,17 +108,8 @@ class Edge:
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     workdir = tmp_path_factory.mktemp("bad-vvp")
     policy = write_policy(workdir / "echo-policy.yaml")
-    simulator = Simulator.create(workdir)
-    helper = Helper.create(workdir, simulator.url, policy=policy, VVP_VERIFIER_TIMEOUT="1.0",
-                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
-    kamailio = Kamailio.create(
-        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
-    )
-    try:
+    with running_edge(workdir, policy) as (simulator, helper, kamailio):
         yield Edge(simulator, helper, kamailio, workdir)
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, free_port, run_sipp
+from harness import Helper, Kamailio, Simulator, SippRun, free_port, run_sipp, running_edge
 from sipp_scenarios import (
     invite_expecting,
     invite_then_cancel,
@@ -68,17 +68,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def edge(workdir: Path) -> Iterator[Edge]:
-    simulator = Simulator.create(workdir)
-    helper = Helper.create(workdir, simulator.url, policy=POLICY, VVP_VERIFIER_TIMEOUT="1.0",
-                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
-    kamailio = Kamailio.create(
-        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
-    )
-    try:
+    with running_edge(workdir, POLICY) as (simulator, helper, kamailio):
         yield Edge(simulator, helper, kamailio, workdir)
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 @pytest.fixture

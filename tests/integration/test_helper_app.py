@@ -14,9 +14,7 @@ from conftest import ServeApp
 
 from vvp_helper.app import create_app
 from vvp_helper.config import Settings
-from vvp_simulator.faults import Faults
 from vvp_simulator.passport import mint
-from vvp_simulator.server import SimulatorSettings, start
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
@@ -42,15 +40,6 @@ def call(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
-
-
-@pytest.fixture
-async def simulator_url() -> AsyncIterator[str]:
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 async def client_for(serve_app: ServeApp, settings: Settings) -> httpx.AsyncClient:

@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,7 @@ from conftest import ServeApp
 from vvp_helper.app import create_app
 from vvp_helper.config import Settings
 from vvp_helper.replay import RedisReplayStore
-from vvp_simulator.faults import Faults
 from vvp_simulator.passport import mint
-from vvp_simulator.server import SimulatorSettings, start
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
@@ -54,15 +52,6 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
-
-
-@pytest.fixture
-async def simulator_url() -> AsyncIterator[str]:
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def call(call_id: str, identity: str) -> dict[str, Any]:

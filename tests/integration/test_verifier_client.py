@@ -1,4 +1,4 @@
-"""The helper's verifier client over real HTTP: against the simulator (every fault mode)
+"""The helper's verifier client over real HTTP: against the simulator_url (every fault mode)
 and against a recording server that shows the exact request on the wire."""
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from vvp_helper.errors import (
     VerifierUnreachable,
 )
 from vvp_helper.verifier import VerifierClient, VerifyRequest
-from vvp_simulator.faults import Faults
 from vvp_simulator.passport import MintedIdentity, mint
-from vvp_simulator.server import SimulatorSettings, start
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
@@ -43,15 +41,6 @@ def request_for(minted: MintedIdentity, from_number: str = ORIG) -> VerifyReques
     )
 
 
-@pytest.fixture
-async def simulator() -> AsyncIterator[str]:
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def set_faults(base: str, **faults: object) -> None:
     client = VerifierClient(f"{base}/_sim/faults", timeout=2)
     session = client._get_session()
@@ -61,8 +50,8 @@ async def set_faults(base: str, **faults: object) -> None:
 
 
 @pytest.fixture
-async def client(simulator: str) -> AsyncIterator[VerifierClient]:
-    verifier = VerifierClient(f"{simulator}/verify", timeout=0.5)
+async def client(simulator_url: str) -> AsyncIterator[VerifierClient]:
+    verifier = VerifierClient(f"{simulator_url}/verify", timeout=0.5)
     yield verifier
     await verifier.close()
 
@@ -113,22 +102,22 @@ async def test_context_is_sent_so_a_wrong_from_number_is_a_mismatch(
     ],
 )
 async def test_every_failure_is_a_verifier_error_with_an_ext_code(
-    simulator: str,
+    simulator_url: str,
     client: VerifierClient,
     mode: str,
     error: type[VerifierError],
     code: str,
 ) -> None:
-    await set_faults(simulator, mode=mode)
+    await set_faults(simulator_url, mode=mode)
     with pytest.raises(error) as caught:
         await client.verify(request_for(mint("valid", ORIG, DEST)))
     assert caught.value.code == code
 
 
 async def test_timeout_is_also_a_builtin_timeout_error(
-    simulator: str, client: VerifierClient
+    simulator_url: str, client: VerifierClient
 ) -> None:
-    await set_faults(simulator, latency_ms=2000)
+    await set_faults(simulator_url, latency_ms=2000)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         await client.verify(request_for(mint("valid", ORIG, DEST)))

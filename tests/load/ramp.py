@@ -224,12 +224,17 @@ def run_step(
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     sipp = subprocess.Popen(argv, cwd=rtt_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    while memory_every and sipp.poll() is None:
+    # sipp's own -timeout does not always stop it when calls are stuck: a hard limit.
+    hard_stop = started + duration + 90
+    while sipp.poll() is None and time.monotonic() < hard_stop:
         try:
-            sipp.wait(timeout=memory_every)
+            sipp.wait(timeout=memory_every or 1)
         except subprocess.TimeoutExpired:
-            sample = {name: pss_mb(p) for name, p in pids.items()}
-            step.pss_series.append((round(time.monotonic() - started, 1), sample))
+            if memory_every:
+                sample = {name: pss_mb(p) for name, p in pids.items()}
+                step.pss_series.append((round(time.monotonic() - started, 1), sample))
+    if sipp.poll() is None:
+        sipp.terminate()
     stdout, stderr = sipp.communicate()
     done = subprocess.CompletedProcess(argv, sipp.returncode, stdout, stderr)
     elapsed = time.monotonic() - started

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,9 +22,7 @@ from vvp_helper.decision import (
 from vvp_helper.identity import PrecheckSettings
 from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
 from vvp_helper.verifier import Verdict, VerifierClient
-from vvp_simulator.faults import Faults
 from vvp_simulator.passport import mint
-from vvp_simulator.server import SimulatorSettings, start
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
@@ -315,16 +312,6 @@ async def test_expired_identity_is_invalid_without_asking_the_verifier(policy: P
     assert ("X-VVP-Error", "PASSPORT_EXPIRED") in decision.instruction.headers
 
 
-@pytest.fixture
-async def simulator() -> AsyncIterator[str]:
-    """The verifier simulator as a real HTTP server (no stand-in objects)."""
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def set_faults(base: str, **faults: object) -> None:
     async with (
         aiohttp.ClientSession() as session,
@@ -342,9 +329,9 @@ async def verify_requests(base: str) -> int:
 
 
 async def test_valid_verdict_redirects_verified_with_request_id(
-    policy: Policy, simulator: str
+    policy: Policy, simulator_url: str
 ) -> None:
-    client = VerifierClient(f"{simulator}/verify", timeout=2)
+    client = VerifierClient(f"{simulator_url}/verify", timeout=2)
     minted = mint("brand", ORIG, DEST)
     try:
         decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
@@ -355,12 +342,14 @@ async def test_valid_verdict_redirects_verified_with_request_id(
     assert decision.instruction.contact == f"sip:{DEST}@verified.carrier.example"
     assert ("X-VVP-Request-Id", decision.request_id) in decision.instruction.headers
     assert ("X-VVP-Brand-Name", "Acme Bank") in decision.instruction.headers
-    assert await verify_requests(simulator) == 1
+    assert await verify_requests(simulator_url) == 1
 
 
-async def test_verifier_failure_is_an_error_with_its_code(policy: Policy, simulator: str) -> None:
-    await set_faults(simulator, mode="hang")
-    client = VerifierClient(f"{simulator}/verify", timeout=0.2)
+async def test_verifier_failure_is_an_error_with_its_code(
+    policy: Policy, simulator_url: str
+) -> None:
+    await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=0.2)
     minted = mint("valid", ORIG, DEST)
     try:
         decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
@@ -372,12 +361,12 @@ async def test_verifier_failure_is_an_error_with_its_code(policy: Policy, simula
 
 
 async def test_verifier_slower_than_the_deadline_still_gets_an_answer(
-    policy: Policy, simulator: str
+    policy: Policy, simulator_url: str
 ) -> None:
     # A verifier timeout longer than the helper's deadline (a misconfiguration Settings
     # refuses, built here directly): the deadline still answers.
-    await set_faults(simulator, mode="hang")
-    client = VerifierClient(f"{simulator}/verify", timeout=30)
+    await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
     minted = mint("valid", ORIG, DEST)
     started = time.monotonic()
     try:
