@@ -213,7 +213,7 @@ class Decider:
             return conclude(call, policy, "invalid", errors, error_kind="precheck")
 
         if self.replay is not None and await self.replay.is_replay(
-            found.passport.jwt, call.call_id, _replay_window(found.passport, self.precheck)
+            found.passport.jwt, call.call_id, _replay_window(found.passport)
         ):
             if self.metrics is not None:
                 self.metrics.replays.inc()
@@ -406,10 +406,16 @@ def _http_url(url: str | None) -> str | None:
     return None
 
 
-def _replay_window(passport: identity.Passport, settings: PrecheckSettings) -> float:
-    """Seconds until the PASSporT can no longer be accepted anywhere (then no replay)."""
-    expires = passport.exp if passport.exp is not None else passport.iat + settings.max_validity_s
-    return max(1.0, min(expires + settings.max_skew_s - time.time(), 3600.0))
+#: How long a PASSporT is remembered, counted from its iat: the verifier accepts a
+#: PASSporT only within 30 s of the INVITE (context alignment), so a copy arriving later
+#: is refused anyway; 5 s more for clocks. (Remembering until exp would hold ten
+#: minutes of calls in memory for nothing.)
+REPLAY_WINDOW_S = 35
+
+
+def _replay_window(passport: identity.Passport) -> float:
+    """Seconds from now during which a copy of this PASSporT could still be accepted."""
+    return max(1.0, min(passport.iat + REPLAY_WINDOW_S - time.time(), REPLAY_WINDOW_S + 300))
 
 
 def _rfc3339(epoch: float) -> str:

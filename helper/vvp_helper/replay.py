@@ -1,9 +1,10 @@
 """PASSporT replay detection: the same PASSporT on a different call within its validity.
 
 No VVP verifier does this today (the spec recommends it; the verifier checks each call on
-its own), so a PASSporT captured from one call could be replayed on others for up to
-ten minutes. The edge remembers which Call-ID first presented each PASSporT, until the
-PASSporT expires; the same PASSporT on another Call-ID is a replay (EXT_PASSPORT_REPLAY,
+its own), so a PASSporT captured from one call could be replayed on any number of other
+calls while it is fresh. The edge remembers which Call-ID first presented each PASSporT for as long
+as a copy could still pass the verifier's 30 s context-alignment check (decision.py,
+REPLAY_WINDOW_S); the same PASSporT on another Call-ID is a replay (EXT_PASSPORT_REPLAY,
 outcome ``invalid``; a policy rule matching that error code can choose otherwise). The
 same Call-ID again (a second helper asked after a failover) is not a replay.
 
