@@ -24,6 +24,9 @@ from .policytest import CaseError, describe, format_answer, run_test_file
 
 PROG = "vvp-helper"
 
+#: Pending connections the kernel keeps for the helper (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 4096
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
@@ -124,6 +127,10 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=None,
         loop=loop,
         reuse_port=True,
+        # Kamailio opens a connection per call in flight (up to VVP_MAX_IN_DECISION) and
+        # a traffic burst opens them all at once: with aiohttp's default of 128, the
+        # kernel drops the rest of the SYNs and those calls wait a second for a retry.
+        backlog=LISTEN_BACKLOG,
     )
     return 0
 

@@ -152,6 +152,18 @@ class Decision:
     context: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
+#: How far Kamailio's clock (``received_at``) may be behind this host's and still be
+#: trusted as the start of the call's time budget. A longer apparent wait means the two
+#: clocks differ (helper on another host without NTP): the budget then starts on arrival.
+MAX_TRUSTED_WAIT = 30.0
+
+
+def waited_before_decision(call: CallRequest) -> float:
+    """Seconds between Kamailio receiving the INVITE and the decision starting."""
+    waited = time.time() - call.received_at
+    return waited if 0.0 < waited < MAX_TRUSTED_WAIT else 0.0
+
+
 @dataclass(slots=True)
 class Decider:
     """Everything a decision needs; built once per process, shared by all calls."""
@@ -164,14 +176,24 @@ class Decider:
 
     async def decide(self, call: CallRequest, policy: Policy) -> Decision:
         """Never raises for anything a caller or the verifier does."""
+        budget = self.deadline - waited_before_decision(call)
+        if budget <= 0:
+            # The call queued (Kamailio, the network, this process's backlog) for longer
+            # than a whole decision may take: Kamailio is about to give up on it, so
+            # verifying it now would only take time from the calls behind it.
+            return self._late(call, policy)
         try:
-            async with asyncio.timeout(self.deadline):
+            async with asyncio.timeout(budget):
                 return await self._decide(call, policy)
         except TimeoutError:
             # The verifier's own timeout is shorter, so this is the helper itself running
             # late (overload): still answer, through the policy, before Kamailio gives up.
-            errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
-            return conclude(call, policy, "error", errors, error_kind="deadline")
+            return self._late(call, policy)
+
+    @staticmethod
+    def _late(call: CallRequest, policy: Policy) -> Decision:
+        errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
+        return conclude(call, policy, "error", errors, error_kind="deadline")
 
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         errors: tuple[dict[str, str], ...]

@@ -290,7 +290,8 @@ async def start(settings: SimulatorSettings) -> tuple[web.AppRunner, int]:
         create_app(settings), shutdown_timeout=settings.shutdown_timeout, access_log=None
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
+    # Every helper connection of a burst is accepted (aiohttp's default backlog is 128).
+    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096)
     await site.start()
     # runner.addresses holds the real bound port when settings.port is 0.
     port = int(runner.addresses[0][1]) if runner.addresses else settings.port

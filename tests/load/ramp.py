@@ -67,6 +67,10 @@ class Step:
     failed: int = 0
     unexpected: int = 0
     answered: int = 0
+    #: Calls answered 503 by Kamailio's admission control (not sent to a helper).
+    shed: int = 0
+    #: Calls answered by a helper's decision or Kamailio's fallback, per second.
+    decided: float = 0.0
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     p99_ms: float = 0.0
@@ -151,6 +155,14 @@ def pss_mb(pids: list[int]) -> float:
     return round(total / 1024, 1)
 
 
+def kamailio_shed(kamailio: Process | None) -> int:
+    if not isinstance(kamailio, Kamailio):
+        return 0
+    text = urllib.request.urlopen(kamailio.metrics_url, timeout=5).read().decode()
+    match = re.search(r"^kamailio_script_vvp_shed(?:\{[^}]*\})? (\S+)", text, re.M)
+    return int(float(match.group(1))) if match else 0
+
+
 def helper_outcomes(helpers: list[Helper]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for helper in helpers:
@@ -208,6 +220,7 @@ def run_step(
     scenario = load_scenario(workdir / "ramp.xml")
 
     before_outcomes = helper_outcomes(helpers)
+    before_shed = kamailio_shed(processes.get("kamailio"))
     pids = {name: group_pids(p) for name, p in processes.items()}
     ticks = {name: cpu_ticks(p) for name, p in pids.items()}
     rtt_dir = workdir / f"step-{int(rate)}"
@@ -251,6 +264,8 @@ def run_step(
     step.failed = int(stats.get("FailedCall(C)", calls))
     step.retransmissions = int(stats.get("Retransmissions(C)", 0))
     step.achieved = round(step.answered / elapsed, 1)
+    step.shed = kamailio_shed(processes.get("kamailio")) - before_shed
+    step.decided = round((step.answered - step.shed) / elapsed, 1)
     times = _response_times(rtt_dir)
     if times:
         quantiles = statistics.quantiles(times, n=100, method="inclusive")
@@ -260,7 +275,9 @@ def run_step(
         got = Counter({k: after[k] - before_outcomes[k] for k in after})
         expected = Counter(outcome_of[k] for k in kinds)
         step.outcomes = dict(got)
-        missing = sum((expected - got).values())
+        # A shed call never reaches a helper: which kinds were shed is not known, only
+        # how many, so they are taken off the outcomes missing.
+        missing = max(0, sum((expected - got).values()) - step.shed)
         step.unexpected = max(missing, sum((got - expected).values()))
     if done.returncode not in (0, 1):
         print(f"  sipp exited {done.returncode}: {done.stderr[-500:]}", file=sys.stderr)
@@ -291,7 +308,8 @@ def _response_times(directory: Path) -> list[float]:
 # -- the run -----------------------------------------------------------------------------
 
 COLUMNS = (
-    ("offered", "offered/s", 9), ("achieved", "achieved/s", 10), ("failed", "failed", 7),
+    ("offered", "offered/s", 9), ("achieved", "answered/s", 10), ("decided", "decided/s", 9),
+    ("shed", "shed", 6), ("failed", "failed", 7),
     ("unexpected", "unexpect", 8), ("p50_ms", "p50 ms", 8), ("p95_ms", "p95 ms", 8),
     ("p99_ms", "p99 ms", 8), ("retransmissions", "retrans", 8),
 )  # fmt: skip
@@ -334,7 +352,7 @@ def ramp(
                         outcome_of, memory_every)  # fmt: skip
         steps.append(step)
         print("\r\033[K" + row(step, names), flush=True)
-        if stop_after_failure and (step.failed or step.achieved < 0.9 * rate):
+        if stop_after_failure and (step.failed or step.shed or step.achieved < 0.9 * rate):
             break
     return steps
 
@@ -348,7 +366,10 @@ def plot(results: dict[str, list[Step]], out: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for label, steps in results.items():
         offered = [s.offered for s in steps]
-        left.plot(offered, [s.achieved for s in steps], marker="o", label=label)
+        left.plot(offered, [s.achieved for s in steps], marker="o", label=f"{label} answered")
+        if any(s.shed for s in steps):
+            left.plot(offered, [s.decided for s in steps], marker="x",
+                      label=f"{label} decided (not shed)")  # fmt: skip
         if label != "kamailio-only":
             for key, style in (("p50_ms", ":"), ("p95_ms", "--"), ("p99_ms", "-")):
                 right.plot(offered, [getattr(s, key) for s in steps], style, marker=".",
@@ -443,7 +464,7 @@ def main() -> int:
     if "kamailio-only" in results:
         ceiling = max((s.achieved for s in results["kamailio-only"] if not s.failed), default=0)
         full = max((s.achieved for s in results["full-path"]
-                    if not s.failed and not s.unexpected), default=0)  # fmt: skip
+                    if not s.failed and not s.unexpected and not s.shed), default=0)  # fmt: skip
         ratio = full / ceiling if ceiling else 0
         summary.update(kamailio_ceiling=ceiling, full_path_ceiling=full, ratio=round(ratio, 3))
         print(f"\nceiling at 0 failures: full path {full:.0f} calls/s, Kamailio alone "

@@ -53,7 +53,7 @@ def kamailio_body(**overrides: object) -> dict[str, object]:
 
 
 def call(**overrides: object) -> CallRequest:
-    return CallRequest.from_json(kamailio_body(received_at=time.time(), **overrides))
+    return CallRequest.from_json(kamailio_body(**{"received_at": time.time(), **overrides}))
 
 
 def decider(verifier: object | None = None, deadline: float = 2.0) -> Decider:
@@ -410,3 +410,60 @@ def test_received_at_as_kamailio_writes_it() -> None:
 def test_nul_byte_in_a_sip_field_is_refused_with_400() -> None:
     call = CallRequest.from_json(kamailio_body(call_id="abc\x00def"))
     assert call.has_nul
+
+
+async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_verifying(
+    policy: Policy, simulator_url: str
+) -> None:
+    # Overload: the request waited in queues for longer than a decision may take, so
+    # Kamailio is about to give up on it. The verifier (hanging here) is not asked.
+    await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
+    minted = mint("valid", ORIG, DEST)
+    started = time.monotonic()
+    try:
+        decision = await decider(client, deadline=2.0).decide(
+            call(identity=[minted.identity_header()], received_at=time.time() - 2.5), policy
+        )
+    finally:
+        await client.close()
+    assert time.monotonic() - started < 0.5
+    assert decision.outcome == "error"
+    assert decision.error_kind == "deadline"
+    assert ("X-VVP-Error", "EXT_HELPER_DEADLINE") in decision.instruction.headers
+
+
+async def test_time_already_spent_in_queues_shortens_the_decision(
+    policy: Policy, simulator_url: str
+) -> None:
+    # 1.5 s of a 2 s budget spent before the helper saw the call: the hanging verifier
+    # gets the 0.5 s left, not 2 s, so the answer still beats Kamailio's own timeout.
+    await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
+    minted = mint("valid", ORIG, DEST)
+    started = time.monotonic()
+    try:
+        decision = await decider(client, deadline=2.0).decide(
+            call(identity=[minted.identity_header()], received_at=time.time() - 1.5), policy
+        )
+    finally:
+        await client.close()
+    assert 0.3 < time.monotonic() - started < 1.2
+    assert decision.error_kind == "deadline"
+
+
+async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
+    policy: Policy, simulator_url: str
+) -> None:
+    # Kamailio on another host whose clock is 45 s behind: the budget starts when
+    # the helper sees the call, and a normal verification goes through.
+    client = VerifierClient(f"{simulator_url}/verify", timeout=5)
+    received_at = time.time() - 45
+    minted = mint("valid", ORIG, DEST, now=int(received_at))  # signed by that clock too
+    try:
+        decision = await decider(client, deadline=2.0).decide(
+            call(identity=[minted.identity_header()], received_at=received_at), policy
+        )
+    finally:
+        await client.close()
+    assert decision.outcome == "valid"
