@@ -105,7 +105,14 @@ async def _verifier_lifetime(app: web.Application) -> AsyncIterator[None]:
             else MemoryReplayStore()
         )
         replay = ReplayGuard(store, on_store_error=metrics.replay_store_errors.inc)
-    app[DECIDER] = Decider(verifier, settings.precheck, settings.deadline, metrics, replay)
+    app[DECIDER] = Decider(
+        verifier,
+        settings.precheck,
+        settings.deadline,
+        metrics,
+        replay,
+        max_queue_wait=settings.max_queue_wait,
+    )
     yield
     if verifier is not None:
         await verifier.close()

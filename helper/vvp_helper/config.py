@@ -35,6 +35,10 @@ class Settings:
     #: Seconds after which the helper answers ``error`` whatever is still pending. Must
     #: stay below Kamailio's VVP_HELPER_TIMEOUT_MS so the policy, not the fallback, decides.
     deadline: float = 5.5
+    #: Seconds a call may have waited (since Kamailio received it) when its decision
+    #: starts; a call that waited longer gets the policy's ``error`` answer at once
+    #: (EXT_HELPER_OVERLOADED): under overload, fast answers instead of timeouts. 0 = off.
+    max_queue_wait: float = 1.0
     #: Largest decision request accepted from Kamailio, bytes. Identities are a few KiB.
     max_request_bytes: int = 64 * 1024
     precheck: PrecheckSettings = field(default_factory=PrecheckSettings)
@@ -67,7 +71,10 @@ class Settings:
             parts = urlsplit(self.verifier_url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ConfigError(f"verifier URL {self.verifier_url!r} is not an http(s) URL")
-        for name in ("verifier_timeout", "deadline", "policy_watch_interval", "breaker_reset"):
+        for name in (
+            "verifier_timeout", "deadline", "max_queue_wait", "policy_watch_interval",
+            "breaker_reset",
+        ):  # fmt: skip
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite, non-negative number of seconds")
@@ -146,6 +153,7 @@ class Settings:
             verifier_token=env.get("VVP_VERIFIER_TOKEN") or None,
             verifier_concurrency=whole("VVP_VERIFIER_CONCURRENCY", defaults.verifier_concurrency),
             deadline=number("VVP_HELPER_DEADLINE", defaults.deadline),
+            max_queue_wait=number("VVP_HELPER_MAX_QUEUE_WAIT", defaults.max_queue_wait),
             precheck=precheck,
             log_level=(env.get("VVP_LOG_LEVEL") or defaults.log_level).upper(),
             log_json=flag("VVP_LOG_JSON", True),

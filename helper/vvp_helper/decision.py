@@ -173,27 +173,30 @@ class Decider:
     deadline: float
     metrics: Metrics | None = None
     replay: ReplayGuard | None = None
+    #: Seconds a call may have queued before its decision starts; 0 = only the deadline.
+    max_queue_wait: float = 0.0
 
     async def decide(self, call: CallRequest, policy: Policy) -> Decision:
         """Never raises for anything a caller or the verifier does."""
-        budget = self.deadline - waited_before_decision(call)
-        if budget <= 0:
-            # The call queued (Kamailio, the network, this process's backlog) for longer
-            # than a whole decision may take: Kamailio is about to give up on it, so
-            # verifying it now would only take time from the calls behind it.
-            return self._late(call, policy)
+        waited = waited_before_decision(call)
+        if waited >= self.deadline or (self.max_queue_wait and waited > self.max_queue_wait):
+            # Overload: the call queued (Kamailio, the network, this process's backlog)
+            # for longer than a decision should take before its decision even started.
+            # The verifier's latency does not count here (it is spent after this point),
+            # so this only fires when the helper itself is the bottleneck: answering at
+            # once through the policy's error action, instead of verifying, gives the
+            # caller a fast answer and the calls behind this one their time back.
+            message = f"call queued {waited * 1000:.0f} ms before its decision"
+            errors = ({"code": "EXT_HELPER_OVERLOADED", "message": message},)
+            return conclude(call, policy, "error", errors, error_kind="overload")
         try:
-            async with asyncio.timeout(budget):
+            async with asyncio.timeout(self.deadline - waited):
                 return await self._decide(call, policy)
         except TimeoutError:
             # The verifier's own timeout is shorter, so this is the helper itself running
             # late (overload): still answer, through the policy, before Kamailio gives up.
-            return self._late(call, policy)
-
-    @staticmethod
-    def _late(call: CallRequest, policy: Policy) -> Decision:
-        errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
-        return conclude(call, policy, "error", errors, error_kind="deadline")
+            errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
+            return conclude(call, policy, "error", errors, error_kind="deadline")
 
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         errors: tuple[dict[str, str], ...]

@@ -56,11 +56,14 @@ def call(**overrides: object) -> CallRequest:
     return CallRequest.from_json(kamailio_body(**{"received_at": time.time(), **overrides}))
 
 
-def decider(verifier: object | None = None, deadline: float = 2.0) -> Decider:
+def decider(
+    verifier: object | None = None, deadline: float = 2.0, max_queue_wait: float = 0.0
+) -> Decider:
     return Decider(
         verifier=cast(VerifierClient | None, verifier),
         precheck=PrecheckSettings(),
         deadline=deadline,
+        max_queue_wait=max_queue_wait,
     )
 
 
@@ -412,6 +415,40 @@ def test_nul_byte_in_a_sip_field_is_refused_with_400() -> None:
     assert call.has_nul
 
 
+async def test_call_that_queued_past_the_queue_limit_is_answered_at_once_by_error_action(
+    policy: Policy, simulator_url: str
+) -> None:
+    # The helper is the bottleneck: this call waited 1.2 s before its decision started,
+    # past the 1 s limit. The verifier (hanging) is not asked; the error action answers.
+    await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
+    minted = mint("valid", ORIG, DEST)
+    started = time.monotonic()
+    try:
+        decision = await decider(client, deadline=5.5, max_queue_wait=1.0).decide(
+            call(identity=[minted.identity_header()], received_at=time.time() - 1.2), policy
+        )
+    finally:
+        await client.close()
+    assert time.monotonic() - started < 0.5
+    assert decision.outcome == "error"
+    assert decision.error_kind == "overload"
+    assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
+    assert decision.instruction.contact == f"sip:{DEST}@fallback.carrier.example"
+
+
+async def test_call_within_the_queue_limit_is_verified(policy: Policy, simulator_url: str) -> None:
+    client = VerifierClient(f"{simulator_url}/verify", timeout=5)
+    minted = mint("valid", ORIG, DEST)
+    try:
+        decision = await decider(client, deadline=5.5, max_queue_wait=1.0).decide(
+            call(identity=[minted.identity_header()], received_at=time.time() - 0.8), policy
+        )
+    finally:
+        await client.close()
+    assert decision.outcome == "valid"
+
+
 async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_verifying(
     policy: Policy, simulator_url: str
 ) -> None:
@@ -429,8 +466,8 @@ async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_ve
         await client.close()
     assert time.monotonic() - started < 0.5
     assert decision.outcome == "error"
-    assert decision.error_kind == "deadline"
-    assert ("X-VVP-Error", "EXT_HELPER_DEADLINE") in decision.instruction.headers
+    assert decision.error_kind == "overload"
+    assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
 
 
 async def test_time_already_spent_in_queues_shortens_the_decision(
