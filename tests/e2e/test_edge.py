@@ -182,6 +182,13 @@ def test_cancel_during_slow_verification_gives_487(edge: Edge, sim: Simulator) -
     assert [m.code for m in run.finals("CANCEL")] == [200]
     # The late instruction is dropped: nothing else arrives for this INVITE.
     assert sim.verify_requests() == 1
+    # ... and the call left Kamailio's admission count when the helper's answer came.
+    deadline = time.monotonic() + 3
+    while edge.kamailio.rpc("htable.get", "vvpload", "in_decision") != {
+        "item": {"name": "in_decision", "value": 0}
+    }:
+        assert time.monotonic() < deadline, "cancelled call still counted in decision"
+        time.sleep(0.1)
 
 
 def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> None:

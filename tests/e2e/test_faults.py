@@ -228,6 +228,82 @@ def test_flooding_source_gets_503_with_retry_after(tmp_path: Path) -> None:
         kamailio.stop()
 
 
+def in_decision(kamailio: Kamailio) -> int:
+    """Kamailio's count of calls waiting for the helper (htable vvpload, route ADMIT)."""
+    item = kamailio.rpc("htable.get", "vvpload", "in_decision")
+    assert isinstance(item, dict), item
+    return int(item["item"]["value"])
+
+
+def test_calls_past_the_admission_cap_get_an_immediate_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    # Every verification takes 0.6 s and Kamailio admits 5 calls into decision at once:
+    # of 40 calls sent in 0.4 s, those beyond the 5 are overload, answered at once.
+    simulator = Simulator.create(tmp_path, latency_ms=600)
+    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_TIMEOUT="2.0",
+                           VVP_HELPER_DEADLINE="2.5")  # fmt: skip
+    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_MAX_IN_DECISION="5",
+                               VVP_SHED_RETRY_AFTER="3")  # fmt: skip
+    try:
+        edge = Edge(tmp_path, simulator, helper, kamailio)
+        started = time.monotonic()
+        run = edge.calls(40, rate=100)
+        answers = one_final_each(run, 40)
+        assert set(answers) <= {(302, None), (503, None)}, answers
+        assert 5 <= answers[(302, None)] <= 10, answers  # admitted and verified
+        assert answers[(503, None)] >= 30, answers
+        shed = [m for m in run.finals() if m.code == 503]
+        assert all(m.header("Retry-After") == "3" for m in shed)
+        assert all("Edge Overloaded" in m.first_line for m in shed)
+        # Nobody waited in a queue: the admitted calls took their 0.6 s, the shed none.
+        assert time.monotonic() - started < 4.0
+        # Every admitted call left decision again (no count leaks), so calls are admitted
+        # once the overload is over.
+        assert in_decision(kamailio) == 0
+        later = one_final_each(edge.calls(4, rate=2), 4)
+        assert later == Counter({(302, None): 4})
+        assert metric(kamailio.metrics_url, "kamailio_script_vvp_shed") == answers[(503, None)]
+        assert (
+            metric(kamailio.metrics_url, 'kamailio_vvp_replies_total{code="503",source="shed"}')
+            == answers[(503, None)]
+        )
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
+
+
+def test_admission_count_returns_to_zero_whatever_ends_the_decision(tmp_path: Path) -> None:
+    # Calls leave decision by a helper answer, a helper timeout, an unreachable helper
+    # (with and without a second helper to try) and a CANCEL: the count must come back to
+    # 0 after each, or Kamailio would end up shedding every call.
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_TIMEOUT="2.0",
+                           VVP_HELPER_DEADLINE="2.5")  # fmt: skip
+    dead_url = f"http://127.0.0.1:{free_port()}/v1/decide"
+    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_URL2=dead_url,
+                               VVP_HELPER_TIMEOUT_MS="1000", VVP_FR_TIMEOUT_MS="3000")  # fmt: skip
+    try:
+        edge = Edge(tmp_path, simulator, helper, kamailio)
+        # Answered, half of them after the dead second helper was tried first.
+        assert one_final_each(edge.calls(20, rate=50), 20) == Counter({(302, None): 20})
+        assert in_decision(kamailio) == 0
+        # The helper late: Kamailio's 1 s wait runs out, the fallback answers.
+        simulator.set_faults(mode="hang")
+        late = edge.calls(4, rate=20)
+        assert all(m.header("X-VVP-Edge-Fallback") for m in late.finals())
+        one_final_each(late, 4)
+        assert in_decision(kamailio) == 0
+        # Neither helper reachable.
+        helper.stop()
+        down = edge.calls(6, rate=20)
+        assert {m.header("X-VVP-Edge-Fallback") for m in down.finals()} == {"helper-unavailable"}
+        assert in_decision(kamailio) == 0
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
+
+
 def test_helper_requires_the_shared_secret_when_configured(tmp_path: Path) -> None:
     simulator = Simulator.create(tmp_path)
     helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_SECRET="s3cret-value")
