@@ -92,8 +92,10 @@ class CallRequest:
 
         def texts(key: str) -> tuple[str, ...]:
             value = data.get(key) or []
+            if isinstance(value, str):  # Kamailio sends a lone header as a string
+                value = [value]
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise BadCallRequest(f"{key} must be a list of strings")
+                raise BadCallRequest(f"{key} must be a string or a list of strings")
             if len(value) > MAX_HEADER_FIELDS or any(len(v) > MAX_FIELD_LEN for v in value):
                 # The caller's doing, not Kamailio's: answered as an invalid identity by
                 # the decision (a 400 here would hand the call to the fail-open fallback).

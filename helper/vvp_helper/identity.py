@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
-from vvp_helper import sipfields
+from vvp_helper import jsonfast, sipfields
 
 __all__ = [
     "Extraction",
@@ -481,18 +481,13 @@ def _decode_json_object(
     body = encoded.rstrip("=")
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-        # parse_constant rejects NaN/Infinity, which are not JSON.
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        data = jsonfast.loads_strict(raw)
     except (binascii.Error, ValueError, RecursionError):
         # ValueError covers bad UTF-8, bad JSON and ints too long to convert.
         raise fail(f"{what} is not valid base64url JSON") from None
     if not isinstance(data, dict):
         raise fail(f"{what} is not a JSON object")
     return data
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"non-JSON constant {name}")
 
 
 def _timestamp(
@@ -518,7 +513,9 @@ def _numbers(payload: Mapping[str, object], key: str, fail: _FailFactory) -> lis
 
 
 def _is_http_url(value: str) -> bool:
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
+    # No whitespace, no control or other unprintable characters: of the whitespace,
+    # str.isprintable() lets only " " through.
+    if " " in value or not value.isprintable():
         return False
     try:
         parts = urlsplit(value)

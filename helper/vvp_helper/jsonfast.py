@@ -15,6 +15,10 @@ try:
     def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
 
+    def loads_strict(data: bytes) -> Any:
+        """Caller-supplied JSON: orjson refuses NaN/Infinity and bad UTF-8 itself."""
+        return orjson.loads(data)
+
 except ImportError:  # pragma: no cover - the fast extra is optional
 
     def dumps(value: Any) -> bytes:
@@ -22,3 +26,10 @@ except ImportError:  # pragma: no cover - the fast extra is optional
 
     def loads(data: bytes | str) -> Any:
         return json.loads(data)
+
+    def loads_strict(data: bytes) -> Any:
+        """Caller-supplied JSON: NaN/Infinity are not JSON; bad UTF-8 raises ValueError."""
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+
+    def _reject_constant(name: str) -> object:
+        raise ValueError(f"non-JSON constant {name}")

@@ -8,6 +8,7 @@ These keys are public knowledge: never use them outside demos and tests.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -98,10 +99,17 @@ def aid_from_oobi(kid: str) -> str | None:
 
 def verify_signature(raw_public: bytes, signature: bytes, message: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(raw_public).verify(signature, message)
+        _public_key(raw_public).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(raw_public: bytes) -> Ed25519PublicKey:
+    # A handful of issuers sign every call: their key objects are built once (still a
+    # real signature check per call).
+    return Ed25519PublicKey.from_public_bytes(raw_public)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,9 +145,18 @@ def test_from_json_refuses_wrong_types(key: str, value: object) -> None:
 
 
 @pytest.mark.parametrize("key", ["identity", "p_vvp_identity", "p_vvp_passport"])
-def test_from_json_refuses_header_fields_that_are_not_a_list(key: str) -> None:
+@pytest.mark.parametrize("value", [42, {"a": "b"}, ["ok", 7], True])
+def test_from_json_refuses_header_fields_that_are_not_strings(key: str, value: object) -> None:
     with pytest.raises(BadCallRequest, match=key):
-        CallRequest.from_json(kamailio_body(**{key: "eyJhbGciOiJFZERTQSJ9.e30.sig"}))
+        CallRequest.from_json(kamailio_body(**{key: value}))
+
+
+@pytest.mark.parametrize("key", ["identity", "p_vvp_identity", "p_vvp_passport"])
+def test_a_lone_header_may_come_as_a_string(key: str) -> None:
+    # Kamailio sends the common single header as a string (one JSON pass), several as a list.
+    lone = CallRequest.from_json(kamailio_body(**{key: "eyJhbGciOiJFZERTQSJ9.e30.sig"}))
+    listed = CallRequest.from_json(kamailio_body(**{key: ["eyJhbGciOiJFZERTQSJ9.e30.sig"]}))
+    assert getattr(lone, key) == getattr(listed, key) == ("eyJhbGciOiJFZERTQSJ9.e30.sig",)
 
 
 def test_too_many_identity_fields_are_marked_not_refused() -> None:
