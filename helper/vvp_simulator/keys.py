@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -98,11 +99,32 @@ def aid_from_oobi(kid: str) -> str | None:
 
 
 def verify_signature(raw_public: bytes, signature: bytes, message: bytes) -> bool:
+    if _nacl_verify is not None:
+        return _nacl_verify(raw_public, signature, message)
     try:
         _public_key(raw_public).verify(signature, message)
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def _libsodium_verify(raw_public: bytes, signature: bytes, message: bytes) -> bool:
+    if len(raw_public) != 32 or len(signature) != 64:
+        return False
+    try:
+        nacl_bindings.crypto_sign_open(signature + message, raw_public)
+    except (BadSignatureError, ValueError):
+        return False
+    return True
+
+
+try:  # the "fast" extra: libsodium verifies in about half the time OpenSSL takes
+    import nacl.bindings as nacl_bindings
+    from nacl.exceptions import BadSignatureError
+
+    _nacl_verify: Callable[[bytes, bytes, bytes], bool] | None = _libsodium_verify
+except ImportError:  # pragma: no cover
+    _nacl_verify = None
 
 
 @functools.lru_cache(maxsize=1024)

@@ -105,6 +105,26 @@ def test_signature_verifies_only_for_the_signed_message() -> None:
     assert not verify_signature(other.public_bytes, sig, b"hello")
 
 
+@pytest.mark.parametrize("backend", ["libsodium", "openssl"])
+def test_both_signature_backends_agree(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # libsodium (the "fast" extra) when installed, else OpenSSL through cryptography:
+    # the simulator's verdicts must not depend on which one this machine has.
+    from vvp_simulator import keys
+
+    if backend == "openssl":
+        monkeypatch.setattr(keys, "_nacl_verify", None)
+    else:
+        assert keys._nacl_verify is not None, "PyNaCl (the fast extra) is not installed"
+    key = SigningKey.from_seed_text("vvp-demo-issuer")
+    sig = key.sign(b"hello")
+    assert keys.verify_signature(key.public_bytes, sig, b"hello")
+    assert not keys.verify_signature(key.public_bytes, sig, b"hellO")
+    assert not keys.verify_signature(key.public_bytes, sig[:-1] + bytes([sig[-1] ^ 1]), b"hello")
+    assert not keys.verify_signature(SigningKey.from_seed_text("x").public_bytes, sig, b"hello")
+    assert not keys.verify_signature(key.public_bytes[:31], sig, b"hello")
+    assert not keys.verify_signature(key.public_bytes, sig[:63], b"hello")
+
+
 # --- minting ---------------------------------------------------------------------
 
 
