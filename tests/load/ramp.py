@@ -409,6 +409,8 @@ def main() -> int:
     parser.add_argument("--memory-every", type=float, default=0,
                         help="sample memory every N seconds during a step")  # fmt: skip
     parser.add_argument("--baseline", action="store_true", help="also Kamailio alone")
+    parser.add_argument("--baseline-rates", default=None,
+                        help="offered calls/s for Kamailio alone (default: --rates)")  # fmt: skip
     parser.add_argument("--kamailio-nice", type=int, default=-5,
                         help="Kamailio's nice value (deploy/systemd gives it -5 too)")  # fmt: skip
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
@@ -430,8 +432,10 @@ def main() -> int:
                                    **kamailio_env)  # fmt: skip
         try:
             baseline_mix = {"valid": 1}
-            steps = ramp("kamailio-only (static 302)", out, kamailio.port, rates, args.duration,
-                         baseline_mix, {"kamailio": kamailio}, [], not args.keep_going)  # fmt: skip
+            baseline_rates = [float(r) for r in (args.baseline_rates or args.rates).split(",")]
+            steps = ramp("kamailio-only (static 302)", out, kamailio.port, baseline_rates,
+                         args.duration, baseline_mix, {"kamailio": kamailio}, [],
+                         not args.keep_going)  # fmt: skip
             results["kamailio-only"] = steps
         finally:
             kamailio.stop()
