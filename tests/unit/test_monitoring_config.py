@@ -297,6 +297,7 @@ def test_dashboard_is_well_formed() -> None:
         "Policy reload",
         "Active policy",
         "Transactions in use",
+        "Admission control",
     } <= titles
     for panel in panels:
         if panel["type"] == "row":
