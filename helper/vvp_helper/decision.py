@@ -188,6 +188,8 @@ class Decider:
             # so this only fires when the helper itself is the bottleneck: answering at
             # once through the policy's error action, instead of verifying, gives the
             # caller a fast answer and the calls behind this one their time back.
+            if self.metrics is not None:
+                self.metrics.overloaded.inc()
             message = f"call queued {waited * 1000:.0f} ms before its decision"
             errors = ({"code": "EXT_HELPER_OVERLOADED", "message": message},)
             return conclude(call, policy, "error", errors, error_kind="overload")

@@ -69,6 +69,12 @@ class Metrics:
             "Replay checks skipped because the shared store did not answer.",
             registry=r,
         )
+        self.overloaded = Counter(
+            "vvp_helper_overloaded_total",
+            "Calls answered with the error action unverified because they queued longer "
+            "than VVP_HELPER_MAX_QUEUE_WAIT before their decision (EXT_HELPER_OVERLOADED).",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "vvp_helper_requests_in_flight",
             "Decision requests being worked on.",

@@ -67,9 +67,10 @@ class Step:
     failed: int = 0
     unexpected: int = 0
     answered: int = 0
-    #: Calls answered 503 by Kamailio's admission control (not sent to a helper).
+    #: Calls shed: 503 from Kamailio's admission control, or the helper's unverified
+    #: error answer for a call that queued past VVP_HELPER_MAX_QUEUE_WAIT.
     shed: int = 0
-    #: Calls answered by a helper's decision or Kamailio's fallback, per second.
+    #: Calls answered by a real decision (verified, or Kamailio's fallback), per second.
     decided: float = 0.0
     p50_ms: float = 0.0
     p95_ms: float = 0.0
@@ -164,6 +165,8 @@ def kamailio_shed(kamailio: Process | None) -> int:
 
 
 def helper_outcomes(helpers: list[Helper]) -> Counter[str]:
+    """Decisions by outcome, and under "overloaded" the error answers given unverified
+    because the call queued too long (VVP_HELPER_MAX_QUEUE_WAIT): shed by the helper."""
     counts: Counter[str] = Counter()
     for helper in helpers:
         text = urllib.request.urlopen(f"{helper.url}/metrics", timeout=5).read().decode()
@@ -171,6 +174,8 @@ def helper_outcomes(helpers: list[Helper]) -> Counter[str]:
             r'^vvp_helper_decisions_total\{[^}]*outcome="(\w+)"[^}]*\} (\S+)', text, re.M
         ):
             counts[outcome] += int(float(value))
+        for value in re.findall(r"^vvp_helper_overloaded_total (\S+)", text, re.M):
+            counts["overloaded"] += int(float(value))
     return counts
 
 
@@ -277,7 +282,6 @@ def run_step(
     step.retransmissions = int(stats.get("Retransmissions(C)", 0))
     step.achieved = round(step.answered / elapsed, 1)
     step.shed = kamailio_shed(processes.get("kamailio")) - before_shed
-    step.decided = round((step.answered - step.shed) / elapsed, 1)
     times = _response_times(rtt_dir)
     if times:
         quantiles = statistics.quantiles(times, n=100, method="inclusive")
@@ -285,12 +289,17 @@ def run_step(
     if helpers:  # the Kamailio-only baseline has no outcomes to check
         after = helper_outcomes(helpers)
         got = Counter({k: after[k] - before_outcomes[k] for k in after})
-        expected = Counter(outcome_of[k] for k in kinds)
         step.outcomes = dict(got)
-        # A shed call never reaches a helper: which kinds were shed is not known, only
-        # how many, so they are taken off the outcomes missing.
+        # Shed calls (503 from Kamailio, or the helper's unverified "error" for a call
+        # that queued too long): which kinds they were is not known, only how many, so
+        # they are taken off the outcomes missing.
+        overloaded = got.pop("overloaded", 0)
+        got["error"] -= overloaded
+        step.shed += overloaded
+        expected = Counter(outcome_of[k] for k in kinds)
         missing = max(0, sum((expected - got).values()) - step.shed)
         step.unexpected = max(missing, sum((got - expected).values()))
+    step.decided = round((step.answered - step.shed) / elapsed, 1)
     if done.returncode not in (0, 1):
         print(f"  sipp exited {done.returncode}: {done.stderr[-500:]}", file=sys.stderr)
     return step
