@@ -462,7 +462,12 @@ def main() -> int:
     ]
     if len(helpers) == 2:
         kamailio_env["VVP_HELPER_URL2"] = helpers[1].decide_url
-    kamailio = Kamailio.create(out, helpers[0].decide_url, **kamailio_env)
+    try:
+        kamailio = Kamailio.create(out, helpers[0].decide_url, **kamailio_env)
+    except BaseException:  # nothing of this run may outlive it
+        for process in (*helpers, *([simulator] if simulator else [])):
+            process.stop()
+        raise
     prioritise(kamailio, args.kamailio_nice)
     processes: dict[str, Process] = {"kamailio": kamailio}
     for index, helper in enumerate(helpers):
