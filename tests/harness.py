@@ -209,7 +209,8 @@ class Kamailio(Process):
             **env,
         }
         argv = [
-            kamailio_binary(), "-f", str(KAMAILIO_CFG), "-DD", "-E",
+            # TLSF, as deployed (docker/entrypoints/kamailio.sh, the systemd drop-in).
+            kamailio_binary(), "-x", "tlsf", "-f", str(KAMAILIO_CFG), "-DD", "-E",
             "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
             *(arg for define in defines for arg in ("-A", define)),
         ]  # fmt: skip

@@ -283,6 +283,9 @@ def test_helper_down_gives_kamailio_fallback(workdir: Path) -> None:
 
 
 def test_logs_are_json_lines_joined_by_call_id_without_the_jwt(edge: Edge, sim: Simulator) -> None:
+    # Kamailio's own line per helper decision is at debug level (the helper's summary
+    # line is the per-call log); an operator raises the level at runtime to see it.
+    edge.kamailio.rpc("corex.debug", 3)
     minted = mint("valid", ORIG, DEST)
     run = edge.call(302, identity_headers(minted))
     assert run.returncode == 0, run.stdout
