@@ -15,6 +15,7 @@ from vvp_helper.decision import (
     BadCallRequest,
     CallRequest,
     Decider,
+    Decision,
     display_name,
     template_context,
     uri_user,
@@ -424,22 +425,41 @@ def test_nul_byte_in_a_sip_field_is_refused_with_400() -> None:
     assert call.has_nul
 
 
+async def decide_queued(
+    simulator_url: str,
+    policy: Policy,
+    *,
+    waited: float,
+    deadline: float,
+    max_queue_wait: float = 0.0,
+    hang: bool = True,
+) -> tuple[Decision, float]:
+    """Decide a valid call Kamailio received ``waited`` seconds ago (its PASSporT signed
+    then too); returns the decision and how long it took."""
+    if hang:
+        await set_faults(simulator_url, mode="hang")
+    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
+    received_at = time.time() - waited
+    minted = mint("valid", ORIG, DEST, now=int(received_at))
+    started = time.monotonic()
+    try:
+        decision = await decider(client, deadline=deadline, max_queue_wait=max_queue_wait).decide(
+            call(identity=[minted.identity_header()], received_at=received_at), policy
+        )
+    finally:
+        await client.close()
+    return decision, time.monotonic() - started
+
+
 async def test_call_that_queued_past_the_queue_limit_is_answered_at_once_by_error_action(
     policy: Policy, simulator_url: str
 ) -> None:
     # The helper is the bottleneck: this call waited 1.2 s before its decision started,
     # past the 1 s limit. The verifier (hanging) is not asked; the error action answers.
-    await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
-    minted = mint("valid", ORIG, DEST)
-    started = time.monotonic()
-    try:
-        decision = await decider(client, deadline=5.5, max_queue_wait=1.0).decide(
-            call(identity=[minted.identity_header()], received_at=time.time() - 1.2), policy
-        )
-    finally:
-        await client.close()
-    assert time.monotonic() - started < 0.5
+    decision, took = await decide_queued(
+        simulator_url, policy, waited=1.2, deadline=5.5, max_queue_wait=1.0
+    )
+    assert took < 0.5
     assert decision.outcome == "error"
     assert decision.error_kind == "overload"
     assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
@@ -447,14 +467,9 @@ async def test_call_that_queued_past_the_queue_limit_is_answered_at_once_by_erro
 
 
 async def test_call_within_the_queue_limit_is_verified(policy: Policy, simulator_url: str) -> None:
-    client = VerifierClient(f"{simulator_url}/verify", timeout=5)
-    minted = mint("valid", ORIG, DEST)
-    try:
-        decision = await decider(client, deadline=5.5, max_queue_wait=1.0).decide(
-            call(identity=[minted.identity_header()], received_at=time.time() - 0.8), policy
-        )
-    finally:
-        await client.close()
+    decision, _ = await decide_queued(
+        simulator_url, policy, waited=0.8, deadline=5.5, max_queue_wait=1.0, hang=False
+    )
     assert decision.outcome == "valid"
 
 
@@ -463,17 +478,8 @@ async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_ve
 ) -> None:
     # Overload: the request waited in queues for longer than a decision may take, so
     # Kamailio is about to give up on it. The verifier (hanging here) is not asked.
-    await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
-    minted = mint("valid", ORIG, DEST)
-    started = time.monotonic()
-    try:
-        decision = await decider(client, deadline=2.0).decide(
-            call(identity=[minted.identity_header()], received_at=time.time() - 2.5), policy
-        )
-    finally:
-        await client.close()
-    assert time.monotonic() - started < 0.5
+    decision, took = await decide_queued(simulator_url, policy, waited=2.5, deadline=2.0)
+    assert took < 0.5
     assert decision.outcome == "error"
     assert decision.error_kind == "overload"
     assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
@@ -484,17 +490,8 @@ async def test_time_already_spent_in_queues_shortens_the_decision(
 ) -> None:
     # 1.5 s of a 2 s budget spent before the helper saw the call: the hanging verifier
     # gets the 0.5 s left, not 2 s, so the answer still beats Kamailio's own timeout.
-    await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
-    minted = mint("valid", ORIG, DEST)
-    started = time.monotonic()
-    try:
-        decision = await decider(client, deadline=2.0).decide(
-            call(identity=[minted.identity_header()], received_at=time.time() - 1.5), policy
-        )
-    finally:
-        await client.close()
-    assert 0.3 < time.monotonic() - started < 1.2
+    decision, took = await decide_queued(simulator_url, policy, waited=1.5, deadline=2.0)
+    assert 0.3 < took < 1.2
     assert decision.error_kind == "deadline"
 
 
@@ -503,13 +500,5 @@ async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
 ) -> None:
     # Kamailio on another host whose clock is 45 s behind: the budget starts when
     # the helper sees the call, and a normal verification goes through.
-    client = VerifierClient(f"{simulator_url}/verify", timeout=5)
-    received_at = time.time() - 45
-    minted = mint("valid", ORIG, DEST, now=int(received_at))  # signed by that clock too
-    try:
-        decision = await decider(client, deadline=2.0).decide(
-            call(identity=[minted.identity_header()], received_at=received_at), policy
-        )
-    finally:
-        await client.close()
+    decision, _ = await decide_queued(simulator_url, policy, waited=45, deadline=2.0, hang=False)
     assert decision.outcome == "valid"
