@@ -242,6 +242,12 @@ class Kamailio(Process):
         assert isinstance(answer, dict), answer
         return answer.get("result", answer.get("error"))
 
+    def in_decision(self) -> int:
+        """Calls waiting for the helper now: the admission count (route[ADMIT])."""
+        item = self.rpc("htable.get", "vvpload", "in_decision")
+        assert isinstance(item, dict), item
+        return int(item["item"]["value"])
+
     def wait_listening(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -119,8 +119,13 @@ def invite_then_cancel(
     from_user: str = "+441923311001",
     to_user: str = "+441923311006",
     headers: Sequence[str] = (),
+    cancel_copies: int = 1,
 ) -> Path:
-    """INVITE, 100, CANCEL (same branch) -> 200 for the CANCEL, 487 for the INVITE."""
+    """INVITE, 100, CANCEL (same branch) -> 200 for the CANCEL, 487 for the INVITE.
+
+    ``cancel_copies`` > 1 sends the CANCEL again afterwards, as a UDP retransmission
+    would; each copy gets the CANCEL's 200 again.
+    """
     branch = "z9hG4bK-cancel-[call_number]-[pid]"
     invite = _invite(from_user, to_user, headers, branch=branch)
     cancel = (
@@ -145,6 +150,9 @@ def invite_then_cancel(
     body += '  <recv response="487"/>\n'
     body += '  <recv response="200"/>\n'
     body += _send(ack, retrans=False)
+    for _ in range(cancel_copies - 1):
+        body += _send(cancel, retrans=False)
+        body += '  <recv response="200"/>\n'
     body += '  <pause milliseconds="50"/>\n'
     path.write_text(f'{HEAD}<scenario name="invite then cancel">\n{body}</scenario>\n')
     return path

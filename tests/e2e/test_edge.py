@@ -184,9 +184,35 @@ def test_cancel_during_slow_verification_gives_487(edge: Edge, sim: Simulator) -
     assert sim.verify_requests() == 1
     # ... and the call left Kamailio's admission count when the helper's answer came.
     deadline = time.monotonic() + 3
-    while edge.kamailio.rpc("htable.get", "vvpload", "in_decision")["item"]["value"] != 0:  # type: ignore[index]
+    while edge.kamailio.in_decision() != 0:
         assert time.monotonic() < deadline, "cancelled call still counted in decision"
         time.sleep(0.1)
+
+
+def test_retransmitted_cancel_counts_the_call_out_of_decision_once(
+    edge: Edge, sim: Simulator
+) -> None:
+    # Two calls wait 1.5 s for the verifier; one is cancelled and its CANCEL arrives
+    # twice (a UDP retransmission). The other must still be counted in decision.
+    sim.set_faults(latency_ms=1500)
+    other = threading.Thread(
+        target=edge.call, args=(302, identity_headers(mint("valid", ORIG, DEST)))
+    )
+    other.start()
+    time.sleep(0.2)
+    assert edge.kamailio.in_decision() == 1
+    scenario = invite_then_cancel(
+        edge.workdir / "cancel-twice.xml",
+        cancel_after_ms=100,
+        headers=identity_headers(mint("valid", ORIG, DEST)),
+        cancel_copies=2,
+    )
+    run = run_sipp(scenario, edge.kamailio.port, edge.workdir)
+    assert run.returncode == 0, run.stdout
+    assert [m.code for m in run.finals("CANCEL")] == [200, 200]
+    assert edge.kamailio.in_decision() == 1  # the other call, still waiting
+    other.join()
+    assert edge.kamailio.in_decision() == 0
 
 
 def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> None:
