@@ -8,7 +8,6 @@ tested and demonstrated without a KERI network, and it can misbehave on demand
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import signal
@@ -19,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from vvp_helper import jsonfast
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.verdict import (
@@ -160,7 +160,7 @@ async def handle_verify(request: web.Request) -> web.StreamResponse:
 
     raw = await request.read()
     try:
-        body = _loads(raw)
+        body = jsonfast.loads(raw)
     except ValueError as exc:
         stats.rejected += 1
         msg = f"JSON decode error: {exc}"
@@ -190,7 +190,7 @@ async def handle_verify(request: web.Request) -> web.StreamResponse:
         result["request_id"],
         body["context"]["call_id"],
     )
-    return web.Response(body=_dumps(result), content_type="application/json")
+    return web.Response(body=jsonfast.dumps(result), content_type="application/json")
 
 
 def _evd_of(header: str | None) -> str | None:
@@ -245,24 +245,6 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def _set_server_header(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Server"] = SERVER_HEADER
-
-
-try:  # orjson when installed (the fast extra): the simulator should not be the bottleneck
-    import orjson
-
-    def _dumps(value: Any) -> bytes:
-        return orjson.dumps(value)
-
-    def _loads(data: bytes) -> Any:
-        return orjson.loads(data)
-
-except ImportError:  # pragma: no cover
-
-    def _dumps(value: Any) -> bytes:
-        return json.dumps(value).encode()
-
-    def _loads(data: bytes) -> Any:
-        return json.loads(data)
 
 
 def create_app(settings: SimulatorSettings) -> web.Application:

@@ -9,18 +9,13 @@ The response has exactly the shape of the real verifier's `POST /verify` answer.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-try:
-    from orjson import loads as _loads  # the helper's "fast" extra, when installed
-except ImportError:  # pragma: no cover
-    _loads = json.loads  # type: ignore[assignment]
-
+from vvp_helper import jsonfast
 from vvp_simulator.keys import (
     aid_from_oobi,
     b64url_decode,
@@ -105,7 +100,7 @@ def _is_int(value: object) -> bool:
 
 def _json_object(text: str) -> dict[str, Any]:
     try:
-        obj = _loads(b64url_decode(text))
+        obj = jsonfast.loads(b64url_decode(text))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not base64url JSON: {exc}") from exc
     if not isinstance(obj, dict):
