@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ def wait_http(url: str, timeout: float = 15.0, ok: tuple[int, ...] = (200,)) -> 
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status in ok:
                     return
+        except urllib.error.HTTPError as exc:  # up, not ready yet (Prometheus: 503)
+            exc.close()  # it holds the response's socket: closed now, not whenever GC runs
+            last = exc
         except Exception as exc:  # connection refused while starting
             last = exc
         time.sleep(0.05)

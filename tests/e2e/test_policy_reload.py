@@ -217,7 +217,8 @@ def test_kamailio_fallback_follows_the_policy_on_error(edge: LiveEdge) -> None:
     def kamailio_has_it() -> bool:
         try:
             item = edge.kamailio.rpc("htable.get", "vvp", "fb_code")
-        except urllib.error.HTTPError:  # not pushed yet: the key does not exist
+        except urllib.error.HTTPError as exc:  # not pushed yet: the key does not exist
+            exc.close()
             return False
         return isinstance(item, dict) and item.get("item", {}).get("value") == "503"
 
