@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: real aiohttp servers on loopback ports (no test transport)."""
+"""Shared pytest fixtures: real HTTP servers on loopback ports (no test transport)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
+from vvp_helper.app import HelperService
+from vvp_helper.config import Settings
 from vvp_simulator.faults import Faults
 from vvp_simulator.server import SimulatorSettings, start
 
 ServeApp = Callable[[web.Application], Awaitable[str]]
+ServeHelper = Callable[[Settings], Awaitable[str]]
 
 
 @pytest.fixture
@@ -32,10 +35,26 @@ async def serve_app() -> AsyncIterator[ServeApp]:
 
 
 @pytest.fixture
+async def serve_helper() -> AsyncIterator[ServeHelper]:
+    """Start helper services on 127.0.0.1 (free ports); each call returns a base URL."""
+    services: list[HelperService] = []
+
+    async def serve(settings: Settings) -> str:
+        service = HelperService(settings)
+        port = await service.start("127.0.0.1", 0)
+        services.append(service)
+        return f"http://127.0.0.1:{port}"
+
+    yield serve
+    for service in reversed(services):
+        await service.close()
+
+
+@pytest.fixture
 async def simulator_url() -> AsyncIterator[str]:
     """The verifier simulator as a real HTTP server on a free loopback port."""
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults()))
+    server, port = await start(SimulatorSettings(port=0, faults=Faults()))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        await runner.cleanup()
+        await server.close()

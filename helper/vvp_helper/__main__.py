@@ -7,25 +7,23 @@ vvp-helper check FILE...        validate policy files with the server's own load
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from aiohttp import web
 
 from . import logs
 from .actions import OUTCOMES
-from .app import create_app
+from .app import HelperService
 from .config import Settings
 from .errors import ConfigError, PolicyError
 from .policy import load_policy, read_policy
 from .policytest import CaseError, describe, format_answer, run_test_file
 
 PROG = "vvp-helper"
-
-#: Pending connections the kernel keeps for the helper (capped by net.core.somaxconn).
-LISTEN_BACKLOG = 4096
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,18 +98,29 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        app = create_app(settings)
+        service = HelperService(settings)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         print(f"{PROG}: error: policy {settings.policy_path} not loaded", file=sys.stderr)
         return 1
-    loop = None
-    try:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    with contextlib.suppress(ImportError):  # the "fast" extra is optional
         import uvloop
 
-        loop = uvloop.new_event_loop()
-    except ImportError:  # the "fast" extra is optional
-        pass
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve_until_signalled(service, settings))
+    return 0
+
+
+async def _serve_until_signalled(service: HelperService, settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT (containers and systemd send SIGTERM), then close."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # reuse_port: several helper processes may share one port (the kernel spreads them).
+    await service.start(settings.host, settings.port, reuse_port=True)
     logging.getLogger("vvp_helper").info(
         "helper listening on %s:%d, policy %s, verifier %s",
         settings.host,
@@ -119,20 +128,10 @@ def _serve(args: argparse.Namespace) -> int:
         settings.policy_path,
         settings.verify_endpoint,
     )
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        loop=loop,
-        reuse_port=True,
-        # Kamailio opens a connection per call in flight (up to VVP_MAX_IN_DECISION) and
-        # a traffic burst opens them all at once: with aiohttp's default of 128, the
-        # kernel drops the rest of the SYNs and those calls wait a second for a retry.
-        backlog=LISTEN_BACKLOG,
-    )
-    return 0
+    try:
+        await stop.wait()
+    finally:
+        await service.close()
 
 
 def _check(files: Sequence[Path], *, strict: bool) -> int:

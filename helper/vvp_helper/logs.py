@@ -41,5 +41,3 @@ def configure(level: str, *, json_lines: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp's access log would add a second line per call with nothing new in it.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

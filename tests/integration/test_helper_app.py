@@ -1,4 +1,4 @@
-"""The helper's HTTP service (create_app) against the simulator, both real servers on
+"""The helper's HTTP service (HelperService) against the simulator, both real servers on
 loopback: Kamailio's decision request in, the instruction Kamailio applies out."""
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeApp
+from conftest import ServeHelper
 
-from vvp_helper.app import create_app
 from vvp_helper.config import Settings
 from vvp_simulator.passport import mint
 
@@ -42,20 +41,20 @@ def call(**overrides: Any) -> dict[str, Any]:
     return body
 
 
-async def client_for(serve_app: ServeApp, settings: Settings) -> httpx.AsyncClient:
-    base = await serve_app(create_app(settings))
+async def client_for(serve_helper: ServeHelper, settings: Settings) -> httpx.AsyncClient:
+    base = await serve_helper(settings)
     return httpx.AsyncClient(base_url=base, timeout=5)
 
 
 @pytest.fixture
-async def helper(serve_app: ServeApp, simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def helper(serve_helper: ServeHelper, simulator_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         verifier_url=simulator_url,
         policy_path=REPO / "policy" / "default.yaml",
         verifier_timeout=1.0,
         deadline=1.5,
     )
-    async with await client_for(serve_app, settings) as client:
+    async with await client_for(serve_helper, settings) as client:
         yield client
 
 
@@ -99,10 +98,10 @@ async def test_no_identity_is_missing(helper: httpx.AsyncClient) -> None:
     assert "X-VVP-Status: MISSING" in result["headers"]
 
 
-async def test_verifier_down_is_error_with_ext_code(serve_app: ServeApp) -> None:
+async def test_verifier_down_is_error_with_ext_code(serve_helper: ServeHelper) -> None:
     settings = Settings(verifier_url="http://127.0.0.1:9", verifier_timeout=1.0, deadline=1.5)
     minted = mint("valid", ORIG, DEST)
-    async with await client_for(serve_app, settings) as helper:
+    async with await client_for(serve_helper, settings) as helper:
         result = await decide(helper, call(identity=[minted.identity_header()]))
     assert result["outcome"] == "error"
     assert result["contact"] == f"sip:{DEST}@fallback.carrier.example"
@@ -141,8 +140,8 @@ async def test_health_and_readiness(helper: httpx.AsyncClient) -> None:
     assert len(body["policy_sha256"]) == 64
 
 
-async def test_not_ready_without_a_verifier(serve_app: ServeApp) -> None:
-    async with await client_for(serve_app, Settings()) as helper:
+async def test_not_ready_without_a_verifier(serve_helper: ServeHelper) -> None:
+    async with await client_for(serve_helper, Settings()) as helper:
         ready = await helper.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["ready"] is False

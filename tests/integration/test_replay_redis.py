@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeApp
+from conftest import ServeHelper
 
-from vvp_helper.app import create_app
 from vvp_helper.config import Settings
 from vvp_helper.replay import RedisReplayStore
 from vvp_simulator.passport import mint
@@ -73,11 +72,11 @@ async def decide(base: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_two_helpers_share_what_they_have_seen(
-    serve_app: ServeApp, simulator_url: str, redis_url: str
+    serve_helper: ServeHelper, simulator_url: str, redis_url: str
 ) -> None:
     settings = Settings(verifier_url=simulator_url, replay_redis_url=redis_url)
-    node_a = await serve_app(create_app(settings))
-    node_b = await serve_app(create_app(settings))
+    node_a = await serve_helper(settings)
+    node_b = await serve_helper(settings)
     identity = mint("valid", ORIG, DEST).identity_header()
 
     first = await decide(node_a, call("call-1", identity))
@@ -101,9 +100,11 @@ async def test_entries_expire_with_the_passport(redis_url: str) -> None:
         await store.close()
 
 
-async def test_a_down_redis_does_not_fail_calls(serve_app: ServeApp, simulator_url: str) -> None:
+async def test_a_down_redis_does_not_fail_calls(
+    serve_helper: ServeHelper, simulator_url: str
+) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    base = await serve_app(create_app(Settings(verifier_url=simulator_url, replay_redis_url=dead)))
+    base = await serve_helper(Settings(verifier_url=simulator_url, replay_redis_url=dead))
     identity = mint("valid", ORIG, DEST).identity_header()
     assert (await decide(base, call("call-1", identity)))["outcome"] == "valid"
     assert (await decide(base, call("call-2", identity)))["outcome"] == "valid"  # undetected

@@ -26,11 +26,11 @@ DEST = "+441923311006"
 
 @pytest.fixture
 async def base_url() -> AsyncIterator[str]:
-    runner, port = await start(SimulatorSettings(port=0, faults=Faults(), rng_seed=7))
+    server, port = await start(SimulatorSettings(port=0, faults=Faults(), rng_seed=7))
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
 @pytest.fixture
@@ -271,12 +271,12 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 
 
 async def test_untrusted_demo_issuer_when_trust_seeds_differ() -> None:
-    runner, port = await start(SimulatorSettings(port=0, trust_seeds=("someone-else",)))
+    server, port = await start(SimulatorSettings(port=0, trust_seeds=("someone-else",)))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
             data = (await post_verify(c, "valid")).json()
     finally:
-        await runner.cleanup()
+        await server.close()
     assert data["overall_status"] == "INDETERMINATE"
     assert data["errors"][0]["code"] == "KERI_RESOLUTION_FAILED"
 

@@ -101,7 +101,8 @@ def program_env(service: str) -> set[str]:
 
 
 def route_exists(module: Path, path: str) -> bool:
-    return re.search(rf"add_get\(\s*\"{re.escape(path)}\"", module.read_text()) is not None
+    """The module's routes() table answers GET path."""
+    return re.search(rf"\(\"GET\", \"{re.escape(path)}\"\)", module.read_text()) is not None
 
 
 # ---------------------------------------------------------------------------------------
