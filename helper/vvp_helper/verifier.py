@@ -1,7 +1,7 @@
 """HTTP client of the VVP Verifier (``POST /verify``), per shared/docs/verifier-api.md.
 
-One pooled ``aiohttp.ClientSession`` per process (keep-alive connections: the verifier's
-cached answers take 2-5 ms, a new TCP+TLS handshake would cost more than the answer).
+One pool of keep-alive connections per process (``httpclient``: the verifier's cached
+answers take 2-5 ms, a new TCP+TLS handshake would cost more than the answer).
 Whatever goes wrong - refused, reset, slow, HTTP 5xx from a proxy, a body that is not the
 documented JSON - becomes a ``VerifierError`` subclass, which the decision maps to the
 ``error`` outcome. Nothing here raises anything else.
@@ -9,19 +9,20 @@ documented JSON - becomes a ``VerifierError`` subclass, which the decision maps 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from . import jsonfast
 from .errors import (
     VerifierBadAnswer,
+    VerifierError,
     VerifierHTTPError,
     VerifierTimeout,
     VerifierUnreachable,
 )
+from .httpclient import AnswerTooLarge, ClientError, HttpClient
 
 STATUSES = frozenset({"VALID", "INVALID", "INDETERMINATE", "WARNING"})
 
@@ -182,54 +183,46 @@ class VerifierClient:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self._headers: dict[str, str] = {"Content-Type": "application/json"}
+        headers = "Content-Type: application/json\r\nAccept: application/json\r\n"
         if token:
-            self._headers["Authorization"] = f"Bearer {token}"
-        # Created lazily inside the running loop (aiohttp requires a loop).
-        self._session: aiohttp.ClientSession | None = None
-        self._max_connections = max_connections
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                raise_for_status=False,
-            )
-        return self._session
+            headers += f"Authorization: Bearer {_header_safe(token)}\r\n"
+        self._headers = headers.encode("latin-1")
+        self._http = HttpClient(
+            endpoint, max_connections=max_connections, max_answer_bytes=MAX_ANSWER_BYTES
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def verify(self, request: VerifyRequest) -> Verdict:
-        headers = dict(self._headers)
-        headers["VVP-Identity"] = request.vvp_identity
-        session = self._get_session()
         try:
-            async with session.post(
-                self.endpoint, data=jsonfast.dumps(request.body()), headers=headers
-            ) as response:
-                if response.status != 200:
-                    raise VerifierHTTPError(
-                        response.status, f"verifier answered HTTP {response.status}"
-                    )
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
+            identity = _header_safe(request.vvp_identity).encode("latin-1")
+        except (ValueError, UnicodeEncodeError):
+            raise VerifierError("VVP-Identity cannot be sent as an HTTP header") from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                status, raw = await self._http.post(
+                    jsonfast.dumps(request.body()),
+                    self._headers + b"VVP-Identity: %s\r\n" % identity,
+                )
         except TimeoutError:
             raise VerifierTimeout(f"no answer within {self.timeout:g}s") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise VerifierUnreachable(f"cannot connect: {exc.os_error}") from None
-        except aiohttp.ClientError as exc:
-            # Reset mid-answer, server disconnected, payload errors.
-            raise VerifierUnreachable(f"connection failed: {type(exc).__name__}") from None
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise VerifierBadAnswer("answer larger than 1 MiB")
+        except AnswerTooLarge:
+            raise VerifierBadAnswer("answer larger than 1 MiB") from None
+        except ClientError as exc:
+            # Refused, reset mid-answer, closed early, not HTTP.
+            raise VerifierUnreachable(str(exc)) from None
+        if status != 200:
+            raise VerifierHTTPError(status, f"verifier answered HTTP {status}")
         try:
             data = jsonfast.loads(raw)
         except ValueError:
             raise VerifierBadAnswer("answer is not JSON") from None
         return Verdict.from_json(data)
+
+
+def _header_safe(value: str) -> str:
+    """``value`` if it can be an HTTP header value as it is (no CR, LF, NUL)."""
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise ValueError("control character in a header value")
+    return value

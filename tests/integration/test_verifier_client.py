@@ -3,12 +3,14 @@ and against a recording server that shows the exact request on the wire."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from conftest import ServeApp
@@ -42,11 +44,11 @@ def request_for(minted: MintedIdentity, from_number: str = ORIG) -> VerifyReques
 
 
 async def set_faults(base: str, **faults: object) -> None:
-    client = VerifierClient(f"{base}/_sim/faults", timeout=2)
-    session = client._get_session()
-    async with session.post(f"{base}/_sim/faults", json=faults) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base}/_sim/faults", json=faults) as response,
+    ):
         assert response.status == 200, await response.text()
-    await client.close()
 
 
 @pytest.fixture
@@ -175,3 +177,184 @@ async def test_a_proxy_error_page_is_an_http_error(serve_app: ServeApp) -> None:
         await client.verify(request_for(mint("valid", ORIG, DEST)))
     await client.close()
     assert caught.value.status == 502
+
+
+# --- the connection pool and HTTP framing (vvp_helper.httpclient), against scripted servers
+
+VALID_ANSWER = b'{"overall_status": "VALID", "request_id": "r-1"}'
+
+
+class ScriptedVerifier:
+    """A raw TCP server: each request gets the next scripted answer (bytes, or a callable
+    taking the stream writer). Counts connections and requests."""
+
+    def __init__(self, *answers: object) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/verify"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+                if callable(answer):
+                    await answer(writer)
+                else:
+                    assert isinstance(answer, bytes)
+                    writer.write(answer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def ok(body: bytes = VALID_ANSWER, *extra: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(extra)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+async def verify_with(url: str, timeout: float = 2) -> tuple[VerifierClient, Any]:
+    client = VerifierClient(url, timeout=timeout)
+    return client, await client.verify(request_for(mint("valid", ORIG, DEST)))
+
+
+async def test_calls_reuse_one_keep_alive_connection() -> None:
+    server = ScriptedVerifier(ok())
+    client = VerifierClient(await server.start(), timeout=2)
+    for _ in range(5):
+        verdict = await client.verify(request_for(mint("valid", ORIG, DEST)))
+        assert verdict.overall_status == "VALID"
+    await client.close()
+    await server.close()
+    assert (server.requests, server.connections) == (5, 1)
+
+
+async def test_a_connection_the_verifier_closed_while_idle_is_replaced() -> None:
+    async def answer_then_hang_up(writer: asyncio.StreamWriter) -> None:
+        writer.write(ok())  # keep-alive promised, then the server drops it anyway
+        await writer.drain()
+        writer.close()
+
+    server = ScriptedVerifier(answer_then_hang_up)
+    client = VerifierClient(await server.start(), timeout=2)
+    for _ in range(3):
+        await asyncio.sleep(0.05)  # the hang-up reaches the client's idle connection
+        assert (await client.verify(request_for(mint("valid", ORIG, DEST)))).request_id == "r-1"
+    await client.close()
+    await server.close()
+    assert server.connections == 3
+
+
+async def test_a_reused_connection_closed_before_any_answer_is_retried_once() -> None:
+    async def hang_up(writer: asyncio.StreamWriter) -> None:
+        writer.close()  # the race: the verifier closed an idle connection as we sent on it
+
+    server = ScriptedVerifier(ok(), hang_up, ok())
+    client = VerifierClient(await server.start(), timeout=2)
+    await client.verify(request_for(mint("valid", ORIG, DEST)))
+    assert (await client.verify(request_for(mint("valid", ORIG, DEST)))).request_id == "r-1"
+    await client.close()
+    await server.close()
+    assert (server.requests, server.connections) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(VALID_ANSWER), VALID_ANSWER),
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + VALID_ANSWER,  # ends at close
+    ],
+    ids=["chunked", "close-delimited"],
+)
+async def test_chunked_and_close_delimited_answers_are_read_whole(answer: bytes) -> None:
+    async def send_and_close(writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = ScriptedVerifier(send_and_close)
+    client, verdict = await verify_with(await server.start())
+    assert verdict.request_id == "r-1"
+    await client.close()
+    await server.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * 1024 * 1024),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"100000\r\n"
+        + b" " * 0x100000
+        + b"\r\n"
+        + b"10\r\n"
+        + b" " * 16
+        + b"\r\n0\r\n\r\n",
+    ],
+    ids=["announced", "chunked"],
+)
+async def test_an_answer_over_1_mib_is_a_bad_answer(answer: bytes) -> None:
+    server = ScriptedVerifier(answer)
+    client = VerifierClient(await server.start(), timeout=2)
+    with pytest.raises(VerifierBadAnswer, match="1 MiB"):
+        await client.verify(request_for(mint("valid", ORIG, DEST)))
+    await client.close()
+    await server.close()
+
+
+async def test_an_answer_cut_mid_body_is_unreachable_and_not_retried() -> None:
+    async def half(writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"overall')
+        await writer.drain()
+        writer.close()
+
+    server = ScriptedVerifier(ok(), half)
+    client = VerifierClient(await server.start(), timeout=2)
+    await client.verify(request_for(mint("valid", ORIG, DEST)))  # a pooled connection
+    with pytest.raises(VerifierUnreachable):
+        await client.verify(request_for(mint("valid", ORIG, DEST)))
+    await client.close()
+    await server.close()
+    assert server.requests == 2  # the verifier answered in part: no second copy
+
+
+async def test_after_a_timeout_the_next_call_gets_a_clean_connection() -> None:
+    async def late(writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(0.5)
+        writer.write(ok(b'{"overall_status": "INVALID"}'))
+
+    server = ScriptedVerifier(late, ok())
+    client = VerifierClient(await server.start(), timeout=0.2)
+    with pytest.raises(VerifierTimeout):
+        await client.verify(request_for(mint("valid", ORIG, DEST)))
+    await asyncio.sleep(0.5)  # the late answer arrives: it must not be read as the next one
+    verdict = await client.verify(request_for(mint("valid", ORIG, DEST)))
+    assert verdict.overall_status == "VALID"
+    await client.close()
+    await server.close()
+    assert server.connections == 2
+
+
+async def test_garbage_instead_of_http_is_unreachable() -> None:
+    server = ScriptedVerifier(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    client = VerifierClient(await server.start(), timeout=2)
+    with pytest.raises(VerifierUnreachable, match="bad HTTP answer"):
+        await client.verify(request_for(mint("valid", ORIG, DEST)))
+    await client.close()
+    await server.close()
