@@ -27,11 +27,7 @@ import httptools
 
 
 class ClientError(Exception):
-    """The exchange failed; ``connected`` says whether a connection had been made."""
-
-    def __init__(self, message: str, *, connected: bool) -> None:
-        super().__init__(message)
-        self.connected = connected
+    """The exchange failed: no connection, a cut or unparseable answer."""
 
 
 class AnswerTooLarge(ClientError):
@@ -54,7 +50,7 @@ class _Connection(asyncio.Protocol):
         self.received = self.status = self.size = 0
         self.chunks: list[bytes] = []
         self.keep_alive = False
-        self.content_length_seen = self.chunked_seen = self.length_known = False
+        self.framed = False  # Content-Length or chunked: the answer does not end at close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -65,12 +61,12 @@ class _Connection(asyncio.Protocol):
         answer = self.answer
         if answer is None or answer.done():
             return
-        if self.status and not self.length_known:
+        if self.status and not self.framed:
             # An answer without Content-Length or chunking ends when the server closes.
             answer.set_result((self.status, b"".join(self.chunks)))
             return
         reason = "connection reset" if exc is not None else "server closed the connection"
-        answer.set_exception(ClientError(reason, connected=True))
+        answer.set_exception(ClientError(reason))
 
     def data_received(self, data: bytes) -> None:
         answer = self.answer
@@ -86,7 +82,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(too_large, AnswerTooLarge):
                 answer.set_exception(too_large)
             else:
-                answer.set_exception(ClientError(f"bad HTTP answer: {exc}", connected=True))
+                answer.set_exception(ClientError(f"bad HTTP answer: {exc}"))
             self.abort()
 
     # httptools callbacks
@@ -94,21 +90,20 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self.parser is not None
         self.status = self.parser.get_status_code()
-        self.length_known = self.content_length_seen or self.chunked_seen
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
         if lowered == b"content-length":
-            self.content_length_seen = True
+            self.framed = True
             if value.strip().isdigit() and int(value) > self.max_answer_bytes:
-                raise AnswerTooLarge("answer too large", connected=True)
+                raise AnswerTooLarge("answer too large")
         elif lowered == b"transfer-encoding" and b"chunked" in value.lower():
-            self.chunked_seen = True
+            self.framed = True
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
         if self.size > self.max_answer_bytes:
-            raise AnswerTooLarge("answer too large", connected=True)
+            raise AnswerTooLarge("answer too large")
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -220,9 +215,7 @@ class HttpClient:
                 ssl=self.ssl,
             )
         except OSError as exc:  # refused, unreachable, DNS, TLS handshake
-            raise ClientError(
-                f"cannot connect: {exc.strerror or type(exc).__name__}", connected=False
-            ) from None
+            raise ClientError(f"cannot connect: {exc.strerror or type(exc).__name__}") from None
         return connection
 
     async def close(self) -> None:
