@@ -195,18 +195,21 @@ def invite_any_final(
     to_user: str = "+441923311006",
     headers: Sequence[str] = (),
     csv: bool = False,
+    finals: Sequence[int] = KNOWN_FINALS,
 ) -> Path:
     """One INVITE accepting whichever final answer the policy gives (demo and load).
 
     ``csv``: numbers and identity come from the injection file, a fresh one per call.
+    ``finals``: the answers that count; any other final fails the call (sipp's
+    unexpected message), as a 500 must when only the 302 is right.
     """
     if csv:
         from_user, to_user, headers = "[field0]", "[field1]", (CSV_IDENTITY, *headers)
     body = _send(_invite(from_user, to_user, headers))
     body += '  <recv response="100" optional="true"/>\n'
-    for code in KNOWN_FINALS[:-1]:
+    for code in finals[:-1]:
         body += f'  <recv response="{code}" optional="true" next="ack"/>\n'
-    body += f'  <recv response="{KNOWN_FINALS[-1]}" next="ack"/>\n'
+    body += f'  <recv response="{finals[-1]}" next="ack"/>\n'
     body += '  <label id="ack"/>\n'
     body += _send(ACK.replace("[service]", to_user), retrans=False)
     body += '  <pause milliseconds="20"/>\n'
