@@ -8,6 +8,7 @@ tested and demonstrated without a KERI network, and it can misbehave on demand
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import signal
@@ -270,6 +271,7 @@ async def serve_forever(settings: SimulatorSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server, _ = await start(settings)
+    gc.freeze()  # as the helper does (vvp_helper.__main__): shorter full collections
     try:
         await stop.wait()
         log.info("VVP verifier SIMULATOR stopping")

@@ -7,7 +7,9 @@ For each step (an offered rate held for --duration seconds) it sends a realistic
 calls, each with a fresh identity minted just before the step, and reports: offered and
 achieved calls/s, failed calls, unexpected answers, response time p50/p95/p99 (INVITE to
 final answer, from sipp's own timing), and CPU and memory (PSS) of Kamailio, the helper
-and the simulator. It prints a table as it goes, writes JSON, and renders a PNG.
+and the simulator. It prints a table as it goes, writes JSON, and renders a PNG. The
+figures are for steady state: each path first gets --warmup seconds of traffic that are
+not reported (pools open, first-call paths run).
 
 ``--baseline`` also measures, in the same run on the same machine, Kamailio alone
 answering the same INVITEs with a stateful 302 (kamailio.cfg WITH_STATIC_302) and prints
@@ -57,6 +59,7 @@ OUTCOME_OF = {
 }
 DEFAULT_MIX = "valid=80,brand=5,forged=5,expired=3,indeterminate=2,none=5"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+WARMUP_RATE = 500  # calls/s of the unreported warm-up (at most the first step's rate)
 
 
 @dataclass
@@ -222,11 +225,13 @@ def run_step(
     outcome_of: dict[str, str] = OUTCOME_OF,
     memory_every: float = 0,
     finals: Sequence[int] | None = None,
+    name: str = "",
 ) -> Step:
     calls = int(rate * duration)
     step = Step(offered=rate, duration=duration, calls=calls)
     kinds = kinds_for(mix, calls)
-    csv = workdir / f"ids-{int(rate)}.csv"
+    name = name or str(int(rate))
+    csv = workdir / f"ids-{name}.csv"
     # Minting takes ~0.2 ms an identity: the step starts once they are all written.
     write_identities(csv, kinds, rate, time.time() + calls * 0.0002 + 1)
     # Field 6 names the identity header: "Identity", or for calls that carry none, a
@@ -244,7 +249,7 @@ def run_step(
     before_shed = kamailio_shed(processes.get("kamailio"))
     pids = {name: group_pids(p) for name, p in processes.items()}
     ticks = {name: cpu_ticks(p) for name, p in pids.items()}
-    rtt_dir = workdir / f"step-{int(rate)}"
+    rtt_dir = workdir / f"step-{name}"
     rtt_dir.mkdir(exist_ok=True)
     for stale in rtt_dir.glob("*.csv"):  # an earlier run into the same --out
         stale.unlink()
@@ -368,10 +373,19 @@ def ramp(
     outcome_of: dict[str, str] = OUTCOME_OF,
     memory_every: float = 0,
     finals: Sequence[int] | None = None,
+    warmup: float = 0,
 ) -> list[Step]:
     names = list(processes)
     print(f"\n== {label}")
     print(header(names), flush=True)
+    if warmup:
+        # The figures are for steady state: connection pools (Kamailio to the helpers,
+        # the helpers to the verifier) and first-call paths are warmed first, at a rate
+        # every step can take, and not reported.
+        rate = min(rates[0], WARMUP_RATE)
+        print(f"   ... warming up: {rate:g} calls/s for {warmup:g} s", end="\r", flush=True)
+        run_step(workdir, target_port, rate, warmup, mix, processes, helpers, outcome_of,
+                 finals=finals, name="warmup")  # fmt: skip
     steps = []
     for rate in rates:
         print(f"   ... {rate:g} calls/s for {duration:g} s (minting {int(rate * duration)} "
@@ -429,6 +443,8 @@ def main() -> int:
                         help="offered calls/s for Kamailio alone (default: --rates)")  # fmt: skip
     parser.add_argument("--kamailio-nice", type=int, default=-5,
                         help="Kamailio's nice value (deploy/systemd gives it -5 too)")  # fmt: skip
+    parser.add_argument("--warmup", type=float, default=10,
+                        help="seconds of unreported traffic before the first step")  # fmt: skip
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
@@ -452,7 +468,7 @@ def main() -> int:
             # Only the 302 counts: a 500 for want of memory is not Kamailio coping.
             steps = ramp("kamailio-only (static 302)", out, kamailio.port, baseline_rates,
                          args.duration, baseline_mix, {"kamailio": kamailio}, [],
-                         not args.keep_going, finals=(302,))  # fmt: skip
+                         not args.keep_going, finals=(302,), warmup=args.warmup)  # fmt: skip
             results["kamailio-only"] = steps
         finally:
             kamailio.stop()
@@ -492,7 +508,7 @@ def main() -> int:
                                and v != "missing"})  # fmt: skip
         results["full-path"] = ramp(label, out, kamailio.port, rates, args.duration, mix,
                                     processes, helpers, not args.keep_going, outcome_of,
-                                    args.memory_every)  # fmt: skip
+                                    args.memory_every, warmup=args.warmup)  # fmt: skip
     finally:
         for process in (kamailio, *helpers, *([simulator] if simulator else [])):
             process.stop()
