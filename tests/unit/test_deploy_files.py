@@ -900,3 +900,28 @@ def test_unit_check_catches_what_the_installer_does_not_create(tmp_path: Path) -
     assert len(check_units(installer, unit, KAMAILIO_DROPIN)) == 3
     no_user = Installer.parse(INSTALLER.read_text().replace("useradd", "true"))
     assert check_units(no_user, HELPER_UNIT, KAMAILIO_DROPIN)
+
+
+def test_kamailio_memory_is_the_same_wherever_kamailio_starts() -> None:
+    """Shared memory must cover calls/s x tm's 5 s wait timer x ~6.5 KB a call (README,
+    "Kamailio's shared memory"). The deployment files once passed -m 256 over the cfg's
+    512, and Kamailio answered 500 "out of mem" near 4,000 calls/s; the test harness,
+    which measures capacity, must run with what is deployed."""
+    import harness
+
+    cfg_default = kamailio_cfg_default("VVP_SHM_MB")
+    dockerfile = (REPO / "docker" / "kamailio.Dockerfile").read_text()
+    entrypoint = (ENTRYPOINTS / "kamailio.sh").read_text()
+    compose_env = load_compose()["services"]["kamailio"]["environment"]
+    found = {
+        "kamailio.cfg VVP_SHM_MB": cfg_default,
+        "deploy/env/kamailio.env": env_file(REPO / "deploy" / "env" / "kamailio.env")["SHM_MEMORY"],
+        "compose.yaml": str(compose_env["SHM_MEMORY"]),
+        "kamailio.Dockerfile": re.findall(r"\bSHM_MEMORY=(\d+)", dockerfile),
+        "entrypoint default": re.findall(r"SHM_MEMORY:-(\d+)", entrypoint),
+        "tests/harness.py": str(harness.KAMAILIO_SHM_MB),
+    }
+    found = {k: v[0] if isinstance(v, list) and len(v) == 1 else v for k, v in found.items()}
+    assert set(found.values()) == {cfg_default}, found
+    # The 6.5 KB a call holds only with one branch (the default 12 doubles it).
+    assert re.search(r"^max_branches=1$", KAMAILIO_CFG.read_text(), re.M)
