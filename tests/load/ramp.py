@@ -226,13 +226,13 @@ def run_step(
     outcome_of: dict[str, str] = OUTCOME_OF,
     memory_every: float = 0,
     finals: Sequence[int] | None = None,
-    name: str = "",
+    tag: str = "",
 ) -> Step:
     calls = int(rate * duration)
     step = Step(offered=rate, duration=duration, calls=calls)
     kinds = kinds_for(mix, calls)
-    name = name or str(int(rate))
-    csv = workdir / f"ids-{name}.csv"
+    tag = tag or str(int(rate))  # names the step's files: ids-<tag>.csv, step-<tag>/
+    csv = workdir / f"ids-{tag}.csv"
     # Minting takes ~0.2 ms an identity: the step starts once they are all written.
     write_identities(csv, kinds, rate, time.time() + calls * 0.0002 + 1)
     # Field 6 names the identity header: "Identity", or for calls that carry none, a
@@ -243,14 +243,14 @@ def run_step(
     for line, kind in zip(lines[1:], kinds, strict=True):
         rows.append(f"{line};{'X-Load-Unsigned' if kind == 'none' else 'Identity'}")
     csv.write_text("\n".join(rows) + "\n")
-    name = f"ramp-only-{'-'.join(map(str, finals))}.xml" if finals else "ramp.xml"
-    scenario = load_scenario(workdir / name, finals)
+    scenario_file = f"ramp-only-{'-'.join(map(str, finals))}.xml" if finals else "ramp.xml"
+    scenario = load_scenario(workdir / scenario_file, finals)
 
     before_outcomes = helper_outcomes(helpers)
     before_shed = kamailio_shed(processes.get("kamailio"))
     pids = {name: group_pids(p) for name, p in processes.items()}
     ticks = {name: cpu_ticks(p) for name, p in pids.items()}
-    rtt_dir = workdir / f"step-{name}"
+    rtt_dir = workdir / f"step-{tag}"
     rtt_dir.mkdir(exist_ok=True)
     for stale in rtt_dir.glob("*.csv"):  # an earlier run into the same --out
         stale.unlink()
@@ -390,7 +390,7 @@ def ramp(
         rate = min(rates[0], WARMUP_RATE)
         print(f"   ... warming up: {rate:g} calls/s for {warmup:g} s", end="\r", flush=True)
         run_step(workdir, target_port, rate, warmup, mix, processes, helpers, outcome_of,
-                 finals=finals, name="warmup")  # fmt: skip
+                 finals=finals, tag="warmup")  # fmt: skip
     steps = []
     for rate in rates:
         print(f"   ... {rate:g} calls/s for {duration:g} s (minting {int(rate * duration)} "
