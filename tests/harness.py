@@ -217,8 +217,8 @@ class Kamailio(Process):
         argv = [
             # TLSF, as deployed (docker/entrypoints/kamailio.sh, the systemd drop-in).
             kamailio_binary(), "-x", "tlsf", "-f", str(KAMAILIO_CFG), "-DD", "-E",
-            # Memory as deployed too (deploy/env/kamailio.env, compose.yaml): with
-            # Kamailio's 64 MB default, shm runs out near 8,000 calls/s and it answers 500.
+            # Memory as deployed too (deploy/env/kamailio.env, compose.yaml): -m overrides
+            # kamailio.cfg's shm_mem_size there, so capacity is measured with what runs.
             "-m", str(KAMAILIO_SHM_MB), "-M", str(KAMAILIO_PKG_MB),
             "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
             *(arg for define in defines for arg in ("-A", define)),

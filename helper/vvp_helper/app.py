@@ -200,7 +200,7 @@ class HelperService:
             "outcome": decision.outcome,
             "rule": instruction.rule,
         }
-        return Response(body=jsonfast.dumps(body))
+        return json_response(body)
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})

@@ -5,8 +5,8 @@ Why not aiohttp's web server (which the helper used until issue 6): at 1,000 req
 the 2-core reference machine it spends about 120 us of CPU per request, against about 45 us
 here, and the helper and the simulator each serve one request per call. This server is
 asyncio's transport/protocol API plus httptools (the llhttp parser uvicorn uses); per request
-it makes one task and one ``write``. aiohttp stays the HTTP *client* (to the verifier and to
-Kamailio's RPC), where proxies, TLS and misbehaving servers need a full implementation.
+it makes one task and one ``write``. Its client side for the verifier is ``httpclient``;
+aiohttp stays the client for Kamailio's RPC (``fallback``), which is off the per-call path.
 
 What it does: HTTP/1.1 keep-alive and pipelining (answers in request order), HTTP/1.0,
 Content-Length and chunked request bodies, ``Expect: 100-continue``, a body size cap (413),

@@ -197,7 +197,7 @@ class VerifierClient:
     async def verify(self, request: VerifyRequest) -> Verdict:
         try:
             identity = _header_safe(request.vvp_identity).encode("latin-1")
-        except (ValueError, UnicodeEncodeError):
+        except ValueError:  # a control character, or not latin-1 (UnicodeEncodeError)
             raise VerifierError("VVP-Identity cannot be sent as an HTTP header") from None
         try:
             async with asyncio.timeout(self.timeout):

@@ -203,7 +203,7 @@ class Simulator:
             result["request_id"],
             body["context"]["call_id"],
         )
-        return Response(body=jsonfast.dumps(result))
+        return json_response(result)
 
     async def handle_get_faults(self, request: Request) -> Response:
         return json_response(self.faults.current.as_dict())

@@ -1,5 +1,5 @@
 """The helper's own HTTP/1.1 server (vvp_helper.httpserver), on a real loopback socket,
-spoken to byte by byte: what Kamailio's libcurl, the helper's aiohttp client, Prometheus
+spoken to byte by byte: what Kamailio's libcurl, the helper's verifier client, Prometheus
 and an operator's curl rely on."""
 
 from __future__ import annotations

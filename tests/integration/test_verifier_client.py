@@ -43,6 +43,11 @@ def request_for(minted: MintedIdentity, from_number: str = ORIG) -> VerifyReques
     )
 
 
+def valid_request() -> VerifyRequest:
+    """The request for a freshly minted valid identity."""
+    return request_for(mint("valid", ORIG, DEST))
+
+
 async def set_faults(base: str, **faults: object) -> None:
     async with (
         aiohttp.ClientSession() as session,
@@ -112,7 +117,7 @@ async def test_every_failure_is_a_verifier_error_with_an_ext_code(
 ) -> None:
     await set_faults(simulator_url, mode=mode)
     with pytest.raises(error) as caught:
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     assert caught.value.code == code
 
 
@@ -122,7 +127,7 @@ async def test_timeout_is_also_a_builtin_timeout_error(
     await set_faults(simulator_url, latency_ms=2000)
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     # The configured 0.5 s, not the simulator's 2 s.
     assert time.monotonic() - started < 1.5
 
@@ -130,7 +135,7 @@ async def test_timeout_is_also_a_builtin_timeout_error(
 async def test_refused_connection_is_unreachable() -> None:
     client = VerifierClient("http://127.0.0.1:9/verify", timeout=1)
     with pytest.raises(VerifierUnreachable):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await client.close()
 
 
@@ -174,7 +179,7 @@ async def test_a_proxy_error_page_is_an_http_error(serve_app: ServeApp) -> None:
     base = await serve_app(app)
     client = VerifierClient(f"{base}/verify", timeout=2)
     with pytest.raises(VerifierHTTPError) as caught:
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await client.close()
     assert caught.value.status == 502
 
@@ -228,16 +233,11 @@ def ok(body: bytes = VALID_ANSWER, *extra: bytes) -> bytes:
     return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-async def verify_with(url: str, timeout: float = 2) -> tuple[VerifierClient, Any]:
-    client = VerifierClient(url, timeout=timeout)
-    return client, await client.verify(request_for(mint("valid", ORIG, DEST)))
-
-
 async def test_calls_reuse_one_keep_alive_connection() -> None:
     server = ScriptedVerifier(ok())
     client = VerifierClient(await server.start(), timeout=2)
     for _ in range(5):
-        verdict = await client.verify(request_for(mint("valid", ORIG, DEST)))
+        verdict = await client.verify(valid_request())
         assert verdict.overall_status == "VALID"
     await client.close()
     await server.close()
@@ -254,7 +254,7 @@ async def test_a_connection_the_verifier_closed_while_idle_is_replaced() -> None
     client = VerifierClient(await server.start(), timeout=2)
     for _ in range(3):
         await asyncio.sleep(0.05)  # the hang-up reaches the client's idle connection
-        assert (await client.verify(request_for(mint("valid", ORIG, DEST)))).request_id == "r-1"
+        assert (await client.verify(valid_request())).request_id == "r-1"
     await client.close()
     await server.close()
     assert server.connections == 3
@@ -266,8 +266,8 @@ async def test_a_reused_connection_closed_before_any_answer_is_retried_once() ->
 
     server = ScriptedVerifier(ok(), hang_up, ok())
     client = VerifierClient(await server.start(), timeout=2)
-    await client.verify(request_for(mint("valid", ORIG, DEST)))
-    assert (await client.verify(request_for(mint("valid", ORIG, DEST)))).request_id == "r-1"
+    await client.verify(valid_request())
+    assert (await client.verify(valid_request())).request_id == "r-1"
     await client.close()
     await server.close()
     assert (server.requests, server.connections) == (3, 2)
@@ -289,7 +289,8 @@ async def test_chunked_and_close_delimited_answers_are_read_whole(answer: bytes)
         writer.close()
 
     server = ScriptedVerifier(send_and_close)
-    client, verdict = await verify_with(await server.start())
+    client = VerifierClient(await server.start(), timeout=2)
+    verdict = await client.verify(valid_request())
     assert verdict.request_id == "r-1"
     await client.close()
     await server.close()
@@ -313,7 +314,7 @@ async def test_an_answer_over_1_mib_is_a_bad_answer(answer: bytes) -> None:
     server = ScriptedVerifier(answer)
     client = VerifierClient(await server.start(), timeout=2)
     with pytest.raises(VerifierBadAnswer, match="1 MiB"):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await client.close()
     await server.close()
 
@@ -326,9 +327,9 @@ async def test_an_answer_cut_mid_body_is_unreachable_and_not_retried() -> None:
 
     server = ScriptedVerifier(ok(), half)
     client = VerifierClient(await server.start(), timeout=2)
-    await client.verify(request_for(mint("valid", ORIG, DEST)))  # a pooled connection
+    await client.verify(valid_request())  # a pooled connection
     with pytest.raises(VerifierUnreachable):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await client.close()
     await server.close()
     assert server.requests == 2  # the verifier answered in part: no second copy
@@ -342,9 +343,9 @@ async def test_after_a_timeout_the_next_call_gets_a_clean_connection() -> None:
     server = ScriptedVerifier(late, ok())
     client = VerifierClient(await server.start(), timeout=0.2)
     with pytest.raises(VerifierTimeout):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await asyncio.sleep(0.5)  # the late answer arrives: it must not be read as the next one
-    verdict = await client.verify(request_for(mint("valid", ORIG, DEST)))
+    verdict = await client.verify(valid_request())
     assert verdict.overall_status == "VALID"
     await client.close()
     await server.close()
@@ -355,6 +356,6 @@ async def test_garbage_instead_of_http_is_unreachable() -> None:
     server = ScriptedVerifier(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
     client = VerifierClient(await server.start(), timeout=2)
     with pytest.raises(VerifierUnreachable, match="bad HTTP answer"):
-        await client.verify(request_for(mint("valid", ORIG, DEST)))
+        await client.verify(valid_request())
     await client.close()
     await server.close()

@@ -199,10 +199,10 @@ def prioritise(process: Process, nice: int) -> None:
 # -- one step ----------------------------------------------------------------------------
 
 
-def load_scenario(path: Path, finals: Sequence[int] | None = None) -> Path:
-    """One INVITE per call from the CSV, timed by sipp (rtd 1): any final answer, or only
-    ``finals`` (any other fails the call)."""
-    scenario = invite_any_final(path, csv=True, finals=finals or KNOWN_FINALS)
+def load_scenario(path: Path, finals: Sequence[int] = KNOWN_FINALS) -> Path:
+    """One INVITE per call from the CSV, timed by sipp (rtd 1): any of ``finals`` counts
+    (any other final answer fails the call)."""
+    scenario = invite_any_final(path, csv=True, finals=finals)
     text = scenario.read_text().replace(
         "Identity: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
         "[field6]: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
@@ -225,7 +225,7 @@ def run_step(
     helpers: list[Helper],
     outcome_of: dict[str, str] = OUTCOME_OF,
     memory_every: float = 0,
-    finals: Sequence[int] | None = None,
+    finals: Sequence[int] = KNOWN_FINALS,
     tag: str = "",
 ) -> Step:
     calls = int(rate * duration)
@@ -243,7 +243,8 @@ def run_step(
     for line, kind in zip(lines[1:], kinds, strict=True):
         rows.append(f"{line};{'X-Load-Unsigned' if kind == 'none' else 'Identity'}")
     csv.write_text("\n".join(rows) + "\n")
-    scenario_file = f"ramp-only-{'-'.join(map(str, finals))}.xml" if finals else "ramp.xml"
+    only = "-".join(map(str, finals))
+    scenario_file = "ramp.xml" if finals == KNOWN_FINALS else f"ramp-only-{only}.xml"
     scenario = load_scenario(workdir / scenario_file, finals)
 
     before_outcomes = helper_outcomes(helpers)
@@ -377,7 +378,7 @@ def ramp(
     stop_after_failure: bool,
     outcome_of: dict[str, str] = OUTCOME_OF,
     memory_every: float = 0,
-    finals: Sequence[int] | None = None,
+    finals: Sequence[int] = KNOWN_FINALS,
     warmup: float = 0,
 ) -> list[Step]:
     names = list(processes)
