@@ -8,6 +8,7 @@ compiled once per load, so a call only matches and renders.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -160,6 +161,11 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     trunks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
 
+    @property
+    def matches_claims(self) -> bool:
+        """Whether any rule looks at the verifier's claims (CallFacts.claims)."""
+        return any(rule.match.claims for rule in self.rules)
+
     def action_for(self, outcome: str) -> Action:
         """The default section for an outcome (ignoring rules)."""
         return self.actions[outcome]
@@ -189,4 +195,8 @@ def _uri_safe(uri: str) -> str:
     # Kamailio writes the Contact as <uri>: characters that would close the brackets or
     # start a new token are dropped, and so is anything outside printable ASCII (a SIP
     # URI carries other characters %-escaped; Unicode spaces would split it).
-    return "".join(ch for ch in uri if "!" <= ch <= "~" and ch not in '<>"')
+    return _URI_UNSAFE.sub("", uri)
+
+
+# Everything outside printable ASCII ("!".."~"), and the three that end a <uri>.
+_URI_UNSAFE = re.compile(r'[^!-~]|[<>"]')

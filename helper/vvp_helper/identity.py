@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -381,8 +380,7 @@ def _synthesise_vvp_identity(passport: Passport, info: str | None) -> str | Unde
     # has none, so inventing iat+300 here would make a valid call fail.
     if passport.exp is not None:
         data["exp"] = passport.exp
-    compact = json.dumps(data, separators=(",", ":"), ensure_ascii=True)
-    value = base64.urlsafe_b64encode(compact.encode("ascii")).decode("ascii").rstrip("=")
+    value = base64.urlsafe_b64encode(jsonfast.dumps(data)).decode("ascii").rstrip("=")
     try:
         decode_vvp_identity(value)
     except IdentityDecodeError as exc:

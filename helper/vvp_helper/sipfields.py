@@ -6,6 +6,7 @@ Everything here is pure and tolerant: callers control these headers, so bad inpu
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +37,13 @@ _SCHEMES = ("sip:", "sips:", "tel:")
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_\-=]+(?:\.[A-Za-z0-9_\-=]*)+")
 # RFC 3261 token: the characters allowed in a header parameter name.
 _PARAM_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# What _split_outside stops at, per separator: quotes, backslashes, angle brackets, sep.
+_SPLIT_STOPS = {sep: re.compile(r'[\\"<>' + sep + "]") for sep in ";,"}
 
 
+# Cached: one call asks for its From and To numbers three times over (precheck, the
+# policy's facts, the template variables), and there are never many calls between them.
+@functools.lru_cache(maxsize=256)
 def telephone_number(uri: str) -> str | None:
     """The telephone number in a From/To value, or None when its user part is not a number.
 
@@ -169,13 +175,18 @@ def _split_outside(text: str, sep: str) -> list[str]:
     start = 0
     depth = 0
     in_quote = False
-    escaped = False
-    for i, ch in enumerate(text):
+    escaped_at = -1  # inside quotes: the index of the character a backslash escapes
+    # Only the characters that can change the state are visited, found by the regex
+    # engine: an Identity header is a kilobyte of base64url with a handful of them, and a
+    # Python loop over every character cost a fifth of the helper's decoding time.
+    for found in _SPLIT_STOPS[sep].finditer(text):
+        i = found.start()
+        ch = text[i]
         if in_quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
+            if i == escaped_at:
+                continue
+            if ch == "\\":
+                escaped_at = i + 1
             elif ch == '"':
                 in_quote = False
         elif ch == '"':

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from vvp_helper.identity import IdentityDecodeError
 from vvp_helper.sipfields import (
     IdentityHeader,
+    _split_outside,
     parse_identity_header,
     same_number,
     split_header_values,
@@ -156,6 +157,41 @@ def test_split_header_values_splits_outside_brackets_and_quotes() -> None:
 
 def test_split_header_values_escaped_quote_stays_inside_string() -> None:
     assert split_header_values(['a;x="q\\",r",b']) == ['a;x="q\\",r"', "b"]
+
+
+def test_split_header_values_escaped_non_special_character_ends_the_escape() -> None:
+    # A backslash escapes the next character whatever it is: the quote after "\\a" closes.
+    assert split_header_values(['x="\\a",y']) == ['x="\\a"', "y"]
+    assert split_header_values(['x="\\\\",y']) == ['x="\\\\"', "y"]
+
+
+def _split_char_by_char(text: str, sep: str) -> list[str]:
+    """The obvious one-character-at-a-time splitter: what the fast one must agree with."""
+    parts, start, depth, in_quote, escaped = [], 0, 0, False, False
+    for i, ch in enumerate(text):
+        if in_quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_quote = False
+        elif ch == '"':
+            in_quote = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            depth = max(0, depth - 1)
+        elif ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
+@given(st.text(alphabet='ab\\"<>;, ', max_size=40), st.sampled_from(";,"))
+def test_split_outside_agrees_with_a_char_by_char_scan(text: str, sep: str) -> None:
+    assert _split_outside(text, sep) == _split_char_by_char(text, sep)
 
 
 def test_split_header_values_empty() -> None:
