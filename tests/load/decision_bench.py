@@ -1,0 +1,150 @@
+"""CPU cost of each step of one decision, in-process: where the helper's time goes.
+
+    .venv/bin/python tests/load/decision_bench.py [--calls N]
+
+No sockets: each step of ``HelperService.decide`` runs N times on a realistic valid call
+(a freshly minted identity, the simulator's real answer for it, policy/default.yaml) and
+the mean is printed in microseconds. The load benchmark (ramp.py) says how many calls per
+second the whole edge takes; this says which Python step to look at when that moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+
+from vvp_helper import identity, jsonfast
+from vvp_helper.decision import CallRequest, _verify_request, conclude
+from vvp_helper.identity import PrecheckSettings
+from vvp_helper.metrics import Metrics
+from vvp_helper.reload import PolicyStore
+from vvp_helper.verifier import Verdict
+from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
+from vvp_simulator.passport import mint
+from vvp_simulator.verdict import verify
+
+REPO = Path(__file__).resolve().parents[2]
+ORIG, DEST = "+441923311001", "+441923311006"
+
+
+def decision_request() -> bytes:
+    """What Kamailio's route[ASK_HELPER] sends for a valid call."""
+    return jsonfast.dumps(
+        {
+            "method": "INVITE",
+            "request_uri": f"sip:{DEST}@edge.example",
+            "from_uri": f"sip:{ORIG}@peer.example",
+            "to_uri": f"sip:{DEST}@edge.example",
+            "call_id": "bench-1",
+            "cseq": 1,
+            "source_ip": "192.0.2.10",
+            "source_port": 5060,
+            "transport": "udp",
+            "received_at": f"{time.time():.6f}",
+            "identity": mint("valid", ORIG, DEST).identity_header(),
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=20000, help="repetitions per step")
+    args = parser.parse_args()
+
+    body = decision_request()
+    call = CallRequest.from_json(jsonfast.loads(body))
+    found = identity.extract(call.identity, call.p_vvp_identity, call.p_vvp_passport)
+    assert isinstance(found, identity.Found), found
+    request = _verify_request(call, found)
+    answer = jsonfast.dumps(
+        verify(
+            found.vvp_identity,
+            request.body(),
+            trusted_keys((DEMO_ISSUER_SEED,)),
+            time.time(),
+            cache_hit=True,
+        )
+    )
+    verdict = Verdict.from_json(jsonfast.loads(answer))
+    assert verdict.overall_status == "VALID", verdict
+    metrics = Metrics(None)
+    policy = PolicyStore.open(str(REPO / "policy" / "default.yaml"), metrics).current
+    decision = conclude(call, policy, "valid", (), verdict=verdict, verifier_ms=1.0)
+    instruction = decision.instruction
+    precheck = PrecheckSettings()
+
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("decode Kamailio's request", lambda: CallRequest.from_json(jsonfast.loads(body))),
+        (
+            "extract the identity",
+            lambda: identity.extract(call.identity, call.p_vvp_identity, call.p_vvp_passport),
+        ),
+        (
+            "pre-check it",
+            lambda: identity.precheck(
+                found,
+                now=time.time(),
+                from_uri=call.from_uri,
+                to_uri=call.to_uri,
+                settings=precheck,
+            ),
+        ),
+        (
+            "build the verifier request",
+            lambda: jsonfast.dumps(_verify_request(call, found).body()),
+        ),
+        ("decode the verifier's answer", lambda: Verdict.from_json(jsonfast.loads(answer))),
+        (
+            "apply the policy",
+            lambda: conclude(call, policy, "valid", (), verdict=verdict, verifier_ms=1.0),
+        ),
+        (
+            "encode the instruction",
+            lambda: jsonfast.dumps(
+                {
+                    "code": instruction.code,
+                    "reason": instruction.reason,
+                    "contact": instruction.contact or "",
+                    "headers": instruction.header_block(),
+                    "outcome": decision.outcome,
+                    "rule": instruction.rule,
+                }
+            ),
+        ),
+        (
+            "update the metrics",
+            lambda: (
+                metrics.decisions.labels("valid", "redirect", "302").inc(),
+                metrics.decision_seconds.observe(0.001),
+                metrics.verifier_seconds.observe(0.001),
+            ),
+        ),
+    ]
+    total = 0.0
+    print(f"{'step':45} {'us/call':>8}")
+    for name, step in steps:
+        micros = timeit.timeit(step, number=args.calls) / args.calls * 1e6
+        total += micros
+        print(f"{name:45} {micros:8.1f}")
+    print(f"{'total':45} {total:8.1f}")
+    # Decider.decide and VerifierClient.verify each bound the call with a timeout.
+    print(f"{'(two nested asyncio.timeout, not in total)':45} {_timeouts(args.calls):8.1f}")
+
+
+def _timeouts(calls: int) -> float:
+    async def measure() -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            async with asyncio.timeout(5.5), asyncio.timeout(5):
+                pass
+        return (time.perf_counter() - started) / calls * 1e6
+
+    return asyncio.run(measure())
+
+
+if __name__ == "__main__":
+    main()
