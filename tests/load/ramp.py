@@ -452,6 +452,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=10,
                         help="seconds of unreported traffic before the first step")  # fmt: skip
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
+    parser.add_argument("--kamailio-set", action="append", default=[], metavar="VVP_NAME=VALUE",
+                        help="a kamailio.cfg setting for both paths (repeatable), e.g. "
+                             "VVP_HELPER_WORKERS=1")  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args()
     # Stopped from outside (timeout, kill): still stop the edge processes it started.
@@ -465,6 +468,11 @@ def main() -> int:
 
     results: dict[str, list[Step]] = {}
     kamailio_env = {"VVP_FLOOD_LIMIT": "0", "VVP_SIP_WORKERS": "2", "VVP_HELPER_WORKERS": "2"}
+    for setting in args.kamailio_set:
+        name, equals, value = setting.partition("=")
+        if not equals or not name.startswith("VVP_"):
+            parser.error(f"--kamailio-set wants VVP_NAME=VALUE, not {setting!r}")
+        kamailio_env[name] = value
     if args.baseline:
         kamailio = Kamailio.create(out, "http://127.0.0.1:9/unused", defines=["WITH_STATIC_302"],
                                    **kamailio_env)  # fmt: skip
