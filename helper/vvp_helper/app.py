@@ -192,15 +192,7 @@ class HelperService:
             for error in decision.errors:
                 metrics.precheck_rejections.labels(bounded_code(error["code"])).inc()
         _log_decision(call, decision, elapsed * 1000)
-        body = {
-            "code": instruction.code,
-            "reason": instruction.reason,
-            "contact": instruction.contact or "",
-            "headers": instruction.header_block(),
-            "outcome": decision.outcome,
-            "rule": instruction.rule,
-        }
-        return json_response(body)
+        return json_response(instruction_json(decision))
 
     async def healthz(self, request: Request) -> Response:
         return json_response({"status": "alive"})
@@ -232,6 +224,19 @@ class HelperService:
             return json_response({"error": "reload is allowed from loopback only"}, status=403)
         result = await self.store.reload("http")
         return json_response(result.as_json(), status=200 if result.ok else 422)
+
+
+def instruction_json(decision: Decision) -> dict[str, object]:
+    """The answer to Kamailio's decision request (the shape in the module docstring)."""
+    instruction = decision.instruction
+    return {
+        "code": instruction.code,
+        "reason": instruction.reason,
+        "contact": instruction.contact or "",
+        "headers": instruction.header_block(),
+        "outcome": decision.outcome,
+        "rule": instruction.rule,
+    }
 
 
 def _log_decision(call: CallRequest, decision: Decision, elapsed_ms: float) -> None:

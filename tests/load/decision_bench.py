@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vvp_helper import identity, jsonfast
+from vvp_helper.app import instruction_json
 from vvp_helper.decision import CallRequest, _verify_request, conclude
 from vvp_helper.identity import PrecheckSettings
 from vvp_helper.metrics import Metrics
@@ -74,7 +75,6 @@ def main() -> None:
     metrics = Metrics(None)
     policy = PolicyStore.open(str(REPO / "policy" / "default.yaml"), metrics).current
     decision = conclude(call, policy, "valid", (), verdict=verdict, verifier_ms=1.0)
-    instruction = decision.instruction
     precheck = PrecheckSettings()
 
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -102,19 +102,7 @@ def main() -> None:
             "apply the policy",
             lambda: conclude(call, policy, "valid", (), verdict=verdict, verifier_ms=1.0),
         ),
-        (
-            "encode the instruction",
-            lambda: jsonfast.dumps(
-                {
-                    "code": instruction.code,
-                    "reason": instruction.reason,
-                    "contact": instruction.contact or "",
-                    "headers": instruction.header_block(),
-                    "outcome": decision.outcome,
-                    "rule": instruction.rule,
-                }
-            ),
-        ),
+        ("encode the instruction", lambda: jsonfast.dumps(instruction_json(decision))),
         (
             "update the metrics",
             lambda: (
