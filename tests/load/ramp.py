@@ -540,6 +540,10 @@ def main() -> int:
         summary.update(kamailio_ceiling=ceiling, full_path_ceiling=full, ratio=round(ratio, 3))
         print(f"\nceiling at 0 failures: full path {full:.0f} calls/s, Kamailio alone "
               f"{ceiling:.0f} calls/s -> ratio {ratio:.2f}")  # fmt: skip
+        if not full or not ceiling:
+            # A 0 here is not a measurement: no step of that path ran clean.
+            path = "the full path" if not full else "Kamailio alone"
+            print(f"no step of {path} ran without failures: offer lower rates to measure it")
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     plot(results, out / "ramp.png")
     print(f"wrote {out / 'results.json'} and {out / 'ramp.png'}")
