@@ -160,11 +160,12 @@ class Policy:
     actions: Mapping[str, Action]
     rules: tuple[Rule, ...] = ()
     trunks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
+    #: Whether any rule looks at the verifier's claims (CallFacts.claims): worked out
+    #: once per load, like the rest, not on every call.
+    matches_claims: bool = field(init=False)
 
-    @property
-    def matches_claims(self) -> bool:
-        """Whether any rule looks at the verifier's claims (CallFacts.claims)."""
-        return any(rule.match.claims for rule in self.rules)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matches_claims", any(r.match.claims for r in self.rules))
 
     def action_for(self, outcome: str) -> Action:
         """The default section for an outcome (ignoring rules)."""
