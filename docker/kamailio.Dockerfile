@@ -11,6 +11,7 @@ FROM debian:12-slim
 # operators look inside (docker compose exec kamailio kamcli rpc htable.dump vvp), and sipp
 # is handy for checks from inside the edge's network namespace.
 COPY kamailio/install.sh /tmp/vvp-edge/kamailio/install.sh
+COPY kamailio/patches/ /tmp/vvp-edge/kamailio/patches/
 RUN set -eux; \
     bash /tmp/vvp-edge/kamailio/install.sh; \
     # Keep what the built module links against, then drop the build tool chain and the
@@ -21,7 +22,7 @@ RUN set -eux; \
         pkg=$(dpkg -S "$real" 2>/dev/null || dpkg -S "${real#/usr}" 2>/dev/null || true); \
         [ -z "$pkg" ] || apt-mark manual "${pkg%%:*}" >/dev/null; \
     done; \
-    apt-get purge -y --auto-remove dpkg-dev build-essential bison flex pkg-config \
+    apt-get purge -y --auto-remove dpkg-dev build-essential bison flex pkg-config patch \
         libcurl4-openssl-dev libevent-dev libssl-dev >/dev/null; \
     rm -rf /var/lib/apt/lists/* /tmp/vvp-edge; \
     test -f "$so"

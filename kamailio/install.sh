@@ -34,16 +34,21 @@ if [ -z "${KAMAILIO_SKIP_TOOLS:-}" ]; then
     apt_install sip-tester kamcli
 fi
 
+# Our patches to the module (kamailio/patches/, each says why). Their checksum is part of
+# the build stamp, so changing a patch rebuilds the module on the next run.
+patchdir=$(cd "$(dirname "$0")" && pwd)/patches
+patches=("$patchdir"/$MODULE-*.patch)
 version=$(dpkg-query -W -f='${Version}' kamailio)
+build="$version+$(cat "${patches[@]}" | sha256sum | cut -c1-12)"
 moddir=$(dirname "$(dpkg -L kamailio | grep -m1 '/modules/tm.so$')")
 if [ -f "$moddir/$MODULE.so" ] && [ -f "$moddir/.${MODULE}.version" ] \
-        && [ "$(cat "$moddir/.${MODULE}.version")" = "$version" ]; then
+        && [ "$(cat "$moddir/.${MODULE}.version")" = "$build" ]; then
     log "$MODULE already built for kamailio $version in $moddir"
     exit 0
 fi
 
 log "building $MODULE for kamailio $version"
-apt_install dpkg-dev build-essential bison flex pkg-config \
+apt_install dpkg-dev build-essential bison flex pkg-config patch \
     libcurl4-openssl-dev libevent-dev libssl-dev
 
 # deb-src for the same suites the binary came from.
@@ -65,10 +70,14 @@ cd "$workdir"
 log "fetching source package kamailio=$version"
 apt-get source --download-only "kamailio=$version" >/dev/null 2>&1
 dpkg-source --no-check -x ./*.dsc src >/dev/null
+for p in "${patches[@]}"; do
+    log "applying $(basename "$p")"
+    patch -d src -p1 --forward --quiet < "$p"
+done
 cd src/src
 # Only the core's generated config and the one module: a full build takes ten times longer.
 make cfg include_modules="$MODULE" PREFIX=/usr >/dev/null
 make -C "modules/$MODULE" >/dev/null 2>&1 || make -C "modules/$MODULE"
 install -m 0644 "modules/$MODULE/$MODULE.so" "$moddir/$MODULE.so"
-echo "$version" > "$moddir/.${MODULE}.version"
+echo "$build" > "$moddir/.${MODULE}.version"
 log "installed $moddir/$MODULE.so"
