@@ -30,8 +30,11 @@ class Settings:
     verifier_timeout: float = 5.0
     #: Optional ``Authorization: Bearer`` for verifiers behind a gateway.
     verifier_token: str | None = None
-    #: Most verifier requests in flight at once (connection pool size).
-    verifier_concurrency: int = 256
+    #: Most verifier requests in flight at once (connection pool size); past it a call
+    #: gets the policy's ``error`` answer (EXT_VERIFIER_OVERLOADED). Above Kamailio's
+    #: VVP_MAX_IN_DECISION (400), so that with one helper a burst Kamailio lets through is
+    #: verified, and overload is shed by Kamailio's 503 + Retry-After instead.
+    verifier_concurrency: int = 512
     #: Seconds after which the helper answers ``error`` whatever is still pending. Must
     #: stay below Kamailio's VVP_HELPER_TIMEOUT_MS so the policy, not the fallback, decides.
     deadline: float = 5.5

@@ -160,6 +160,26 @@ def test_slow_verifier_past_the_concurrency_limit_sheds_load(tmp_path: Path) -> 
             process.stop()
 
 
+def test_a_burst_kamailio_admits_is_verified_by_one_helper_on_its_defaults(
+    tmp_path: Path,
+) -> None:
+    # 300 calls in half a second against a verifier taking 1.5 s: all 300 are in decision
+    # at once, under Kamailio's admission cap (400). The one helper must verify them all,
+    # not shed the ones past its own verifier concurrency (256 until this was aligned).
+    simulator = Simulator.create(tmp_path, latency_ms=1500)
+    helper = Helper.create(tmp_path, simulator.url)
+    kamailio = Kamailio.create(tmp_path, helper.decide_url)
+    try:
+        edge = Edge(tmp_path, simulator, helper, kamailio)
+        answers = one_final_each(edge.calls(300, rate=600), 300)
+        assert answers == Counter({(302, None): 300})
+        assert metric(kamailio.metrics_url, "kamailio_script_vvp_shed") == 0
+        assert simulator.verify_requests() == 300
+    finally:
+        for process in (kamailio, helper, simulator):
+            process.stop()
+
+
 def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> None:
     simulator = Simulator.create(tmp_path)
     first = Helper.create(tmp_path, simulator.url)

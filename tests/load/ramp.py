@@ -8,8 +8,10 @@ calls, each with a fresh identity minted just before the step, and reports: offe
 achieved calls/s, failed calls, unexpected answers, response time p50/p95/p99 (INVITE to
 final answer, from sipp's own timing), and CPU and memory (PSS) of Kamailio, the helper
 and the simulator. It prints a table as it goes, writes JSON, and renders a PNG. The
-figures are for steady state: each path first gets --warmup seconds of traffic that are
-not reported (pools open, first-call paths run).
+figures are for steady state: each step is preceded by --warmup seconds of the same
+traffic that are not in its figures (connection pools grow to the rate, first-call paths
+run); what that warm-up went through, the jump from idle to the rate, is printed under the
+step when it was not clean, and kept in the JSON.
 
 ``--baseline`` also measures, in the same run on the same machine, Kamailio alone
 answering the same INVITEs with a stateful 302 (kamailio.cfg WITH_STATIC_302) and prints
@@ -60,7 +62,7 @@ OUTCOME_OF = {
 DEFAULT_MIX = "valid=80,brand=5,forged=5,expired=3,indeterminate=2,none=5"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIPP_SOCKET_BUFFER = 4 * 1024 * 1024  # bytes, sipp -buff_size
-WARMUP_RATE = 500  # calls/s of the unreported warm-up (at most the first step's rate)
+MINT_SECONDS = 0.0002  # about the time to mint one identity (write_identities)
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Step:
     outcomes: dict[str, int] = field(default_factory=dict)
     #: (seconds into the step, {process: PSS MB}) every --memory-every seconds.
     pss_series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
+    #: The unreported warm-up just before the step, at the same rate (--warmup).
+    warmup: dict[str, float] = field(default_factory=dict)
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -215,26 +219,13 @@ def load_scenario(path: Path, finals: Sequence[int] = KNOWN_FINALS) -> Path:
     return path
 
 
-def run_step(
-    workdir: Path,
-    target_port: int,
-    rate: float,
-    duration: float,
-    mix: dict[str, int],
-    processes: dict[str, Process],
-    helpers: list[Helper],
-    outcome_of: dict[str, str] = OUTCOME_OF,
-    memory_every: float = 0,
-    finals: Sequence[int] = KNOWN_FINALS,
-    tag: str = "",
-) -> Step:
-    calls = int(rate * duration)
-    step = Step(offered=rate, duration=duration, calls=calls)
-    kinds = kinds_for(mix, calls)
-    tag = tag or str(int(rate))  # names the step's files: ids-<tag>.csv, step-<tag>/
+def mint_step(
+    workdir: Path, rate: float, seconds: float, mix: dict[str, int], tag: str, start_at: float
+) -> tuple[Path, list[str]]:
+    """The injection file for ``seconds`` of calls at ``rate`` sent from ``start_at`` on."""
+    kinds = kinds_for(mix, int(rate * seconds))
     csv = workdir / f"ids-{tag}.csv"
-    # Minting takes ~0.2 ms an identity: the step starts once they are all written.
-    write_identities(csv, kinds, rate, time.time() + calls * 0.0002 + 1)
+    write_identities(csv, kinds, rate, start_at)
     # Field 6 names the identity header: "Identity", or for calls that carry none, a
     # header the edge ignores (sipp's CSV separator is ";", so the line itself cannot
     # be a field: Identity parameters are ";"-separated too).
@@ -243,6 +234,26 @@ def run_step(
     for line, kind in zip(lines[1:], kinds, strict=True):
         rows.append(f"{line};{'X-Load-Unsigned' if kind == 'none' else 'Identity'}")
     csv.write_text("\n".join(rows) + "\n")
+    return csv, kinds
+
+
+def run_step(
+    workdir: Path,
+    target_port: int,
+    rate: float,
+    duration: float,
+    injection: tuple[Path, list[str]],
+    processes: dict[str, Process],
+    helpers: list[Helper],
+    outcome_of: dict[str, str] = OUTCOME_OF,
+    memory_every: float = 0,
+    finals: Sequence[int] = KNOWN_FINALS,
+    tag: str = "",
+) -> Step:
+    csv, kinds = injection
+    calls = len(kinds)
+    step = Step(offered=rate, duration=duration, calls=calls)
+    tag = tag or str(int(rate))  # names the step's files: step-<tag>/
     only = "-".join(map(str, finals))
     scenario_file = "ramp.xml" if finals == KNOWN_FINALS else f"ramp-only-{only}.xml"
     scenario = load_scenario(workdir / scenario_file, finals)
@@ -384,25 +395,45 @@ def ramp(
     names = list(processes)
     print(f"\n== {label}")
     print(header(names), flush=True)
-    if warmup:
-        # The figures are for steady state: connection pools (Kamailio to the helpers,
-        # the helpers to the verifier) and first-call paths are warmed first, at a rate
-        # every step can take, and not reported.
-        rate = min(rates[0], WARMUP_RATE)
-        print(f"   ... warming up: {rate:g} calls/s for {warmup:g} s", end="\r", flush=True)
-        run_step(workdir, target_port, rate, warmup, mix, processes, helpers, outcome_of,
-                 finals=finals, tag="warmup")  # fmt: skip
     steps = []
     for rate in rates:
-        print(f"   ... {rate:g} calls/s for {duration:g} s (minting {int(rate * duration)} "
-              "identities first)", end="\r", flush=True)  # fmt: skip
-        step = run_step(workdir, target_port, rate, duration, mix, processes, helpers,
+        # The figures are for steady state: each step is preceded by ``warmup`` seconds of
+        # the same traffic, not reported, so that connection pools (Kamailio to the
+        # helpers, the helpers to the verifier) have grown to the rate. What the warm-up
+        # itself went through (the jump from idle to the rate) is kept in Step.warmup.
+        warm_calls, calls = int(rate * warmup), int(rate * duration)
+        print(f"   ... {rate:g} calls/s: minting {warm_calls + calls} identities", end="\r",
+              flush=True)  # fmt: skip
+        minted = time.time() + (warm_calls + calls) * MINT_SECONDS
+        injection = mint_step(workdir, rate, duration, mix, str(int(rate)),
+                              start_at=minted + warmup + 1)  # fmt: skip
+        if warm_calls:
+            warm_tag = f"{int(rate)}-warmup"
+            warm_start = time.time() + warm_calls * MINT_SECONDS + 1
+            warm_injection = mint_step(workdir, rate, warmup, mix, warm_tag, warm_start)
+            print(f"\r\033[K   ... {rate:g} calls/s: warming up for {warmup:g} s", end="\r",
+                  flush=True)  # fmt: skip
+            warm = run_step(workdir, target_port, rate, warmup, warm_injection, processes,
+                            helpers, outcome_of, finals=finals, tag=warm_tag)  # fmt: skip
+        print(f"\r\033[K   ... {rate:g} calls/s for {duration:g} s", end="\r", flush=True)
+        step = run_step(workdir, target_port, rate, duration, injection, processes, helpers,
                         outcome_of, memory_every, finals)  # fmt: skip
+        if warm_calls:
+            step.warmup = {key: getattr(warm, key) for key in WARMUP_FIELDS}
         steps.append(step)
         print("\r\033[K" + row(step, names), flush=True)
+        if warm_calls and (warm.failed or warm.shed or warm.unexpected):
+            print(f"{'':>10}(its {warmup:g} s warm-up, from idle to {rate:g}/s: {warm.shed} "
+                  f"shed, {warm.failed} failed, {warm.unexpected} unexpected, p99 "
+                  f"{warm.p99_ms:g} ms)", flush=True)  # fmt: skip
         if stop_after_failure and (step.failed or step.shed or step.achieved < 0.9 * rate):
             break
     return steps
+
+
+WARMUP_FIELDS = (
+    "duration", "achieved", "shed", "failed", "unexpected", "p99_ms", "retransmissions",
+)  # fmt: skip
 
 
 def plot(results: dict[str, list[Step]], out: Path) -> None:
@@ -439,7 +470,9 @@ def main() -> int:
     parser.add_argument("--rates", default="250,500,1000,1500,2000", help="offered calls/s")
     parser.add_argument("--duration", type=float, default=30, help="seconds per step")
     parser.add_argument("--mix", default=DEFAULT_MIX, help="kind=weight,...")
-    parser.add_argument("--helpers", type=int, default=2, choices=(1, 2), help="helper processes")
+    # One helper, as deploy/ and compose.yaml run it: on 2 cores a second one costs more
+    # (more processes to wake, less batching) than it adds; see the README.
+    parser.add_argument("--helpers", type=int, default=1, choices=(1, 2), help="helper processes")
     parser.add_argument("--latency-ms", type=int, default=0, help="simulator added latency")
     parser.add_argument("--verifier-down", action="store_true", help="no verifier at all")
     parser.add_argument("--memory-every", type=float, default=0,
@@ -450,7 +483,7 @@ def main() -> int:
     parser.add_argument("--kamailio-nice", type=int, default=-5,
                         help="Kamailio's nice value (deploy/systemd gives it -5 too)")  # fmt: skip
     parser.add_argument("--warmup", type=float, default=10,
-                        help="seconds of unreported traffic before the first step")  # fmt: skip
+                        help="unreported seconds at each step's rate, before it")  # fmt: skip
     parser.add_argument("--keep-going", action="store_true", help="do not stop at the knee")
     parser.add_argument("--kamailio-set", action="append", default=[], metavar="VVP_NAME=VALUE",
                         help="a kamailio.cfg setting for both paths (repeatable), e.g. "
