@@ -89,7 +89,7 @@ class Step:
     #: (seconds into the step, {process: PSS MB}) every --memory-every seconds.
     pss_series: list[tuple[float, dict[str, float]]] = field(default_factory=list)
     #: The unreported warm-up just before the step, at the same rate (--warmup).
-    warmup: dict[str, float] = field(default_factory=dict)
+    warmup: Step | None = None
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -407,6 +407,7 @@ def ramp(
         minted = time.time() + (warm_calls + calls) * MINT_SECONDS
         injection = mint_step(workdir, rate, duration, mix, str(int(rate)),
                               start_at=minted + warmup + 1)  # fmt: skip
+        warm = None
         if warm_calls:
             warm_tag = f"{int(rate)}-warmup"
             warm_start = time.time() + warm_calls * MINT_SECONDS + 1
@@ -418,22 +419,16 @@ def ramp(
         print(f"\r\033[K   ... {rate:g} calls/s for {duration:g} s", end="\r", flush=True)
         step = run_step(workdir, target_port, rate, duration, injection, processes, helpers,
                         outcome_of, memory_every, finals)  # fmt: skip
-        if warm_calls:
-            step.warmup = {key: getattr(warm, key) for key in WARMUP_FIELDS}
+        step.warmup = warm
         steps.append(step)
         print("\r\033[K" + row(step, names), flush=True)
-        if warm_calls and (warm.failed or warm.shed or warm.unexpected):
+        if warm and (warm.failed or warm.shed or warm.unexpected):
             print(f"{'':>10}(its {warmup:g} s warm-up, from idle to {rate:g}/s: {warm.shed} "
                   f"shed, {warm.failed} failed, {warm.unexpected} unexpected, p99 "
                   f"{warm.p99_ms:g} ms)", flush=True)  # fmt: skip
         if stop_after_failure and (step.failed or step.shed or step.achieved < 0.9 * rate):
             break
     return steps
-
-
-WARMUP_FIELDS = (
-    "duration", "achieved", "shed", "failed", "unexpected", "p99_ms", "retransmissions",
-)  # fmt: skip
 
 
 def plot(results: dict[str, list[Step]], out: Path) -> None:
