@@ -274,6 +274,11 @@ def test_rules_match_the_signer_organisation_and_the_logo_hash() -> None:
 def test_rules_match_toip_warning_codes() -> None:
     decision = decide_recorded("warning_vetter_scope", RULES)
     assert decision.instruction.rule == "rule toip"
+    body = dict(recorded("warning_vetter_scope")["body"], toip_warnings=None)
+    call = CallRequest(call_id="x", from_uri="sip:+1@h", to_uri="sip:+2@h", received_at=0)
+    verdict = Verdict.from_json(body)
+    decision = conclude(call, parse_policy(RULES), "warning", (), verdict=verdict)
+    assert decision.instruction.rule == "on_valid"  # on_warning borrows on_valid's action
 
 
 def test_rules_match_revocation_pending_and_delegation_depth() -> None:
