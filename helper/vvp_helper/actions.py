@@ -115,6 +115,16 @@ class Action:
     headers: tuple[tuple[str, Template], ...]
     #: Add ``Reason: SIP ;cause=<code> ;text="<reason>"`` (RFC 3326), as RFC 8224 suggests.
     reason_header: bool = False
+    #: Every variable its templates read, worked out once per load: the decision builds
+    #: the costlier ones (``failed_claims``) only for an action that reads them.
+    variables: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        templates = [t for _, t in self.headers]
+        if self.destination is not None:
+            templates.append(self.destination)
+        used = frozenset().union(*(t.variables for t in templates))
+        object.__setattr__(self, "variables", used)
 
     def render(self, context: Mapping[str, object]) -> Instruction:
         contact = None

@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -314,7 +314,9 @@ def conclude(
     status = verdict.overall_status if verdict else _STATUS_OF[outcome]
     facts = call_facts(call, outcome, errors, verdict, policy)
     action = policy.select(facts)
-    context = template_context(call, outcome, status, errors, verdict, signed_orig=signed_orig)
+    context = template_context(
+        call, outcome, status, errors, verdict, signed_orig=signed_orig, wanted=action.variables
+    )
     context["trunk"] = facts.trunk or ""
     context["rule"] = action.section
     instruction = action.render(context)
@@ -403,8 +405,13 @@ def template_context(
     verdict: Verdict | None,
     *,
     signed_orig: str | None = None,
+    wanted: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data."""
+    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data.
+
+    ``wanted``: the variables the action will render, when known; ``failed_claims`` (a
+    walk of the whole claim tree) is only built when it is among them.
+    """
     claims = list(verdict.claims) if verdict else []
     reason = why_not_valid(
         outcome, claims, errors, verdict.vetter_warning_reason if verdict else None
@@ -422,7 +429,9 @@ def template_context(
         "verstat": VERSTAT[outcome],
         "errors": [dict(e) for e in errors],
         "claims": claims,
-        "failed_claims": failed_claims(claims),
+        "failed_claims": failed_claims(claims)
+        if wanted is None or "failed_claims" in wanted
+        else [],
         "reason": reason.text,
         "reason_claim": reason.claim,
         "brand_name": verdict.brand_name if verdict else None,
@@ -431,7 +440,7 @@ def template_context(
         "revocation_pending": verdict.revocation_pending if verdict else None,
         "signer_legal_name": _str_or_none(signer.get("legal_name")),
         "signer_lei": _str_or_none(signer.get("lei")),
-        "toip_warnings": [dict(w) for w in verdict.toip_warnings] if verdict else [],
+        "toip_warnings": list(verdict.toip_warnings) if verdict else [],
         "delegation_depth": verdict.delegation_depth if verdict else None,
         "signer_aid": verdict.signer_aid if verdict else None,
         "certainty": verdict.certainty if verdict else None,

@@ -318,3 +318,24 @@ def test_bad_conditions_on_verdict_facts_are_errors(condition: str, code: str) -
     with pytest.raises(PolicyError) as caught:
         parse_policy(text)
     assert code in {problem.code for problem in caught.value.errors}
+
+
+def test_a_policy_that_reads_failed_claims_gets_them_with_reasons() -> None:
+    section = (
+        "on_indeterminate: {action: redirect, "
+        'destination_template: "sip:{dest}@unverified.example"}'
+    )
+    text = RULES.replace(
+        section,
+        "on_indeterminate:\n"
+        "    action: redirect\n"
+        '    destination_template: "sip:{dest}@unverified.example"\n'
+        '    headers: {X-Claims: "{failed_claims}", X-Why: "{reason_claim}: {reason}"}',
+    )
+    decision = decide_recorded("stale_revocation", text)
+    assert headers(decision)["X-Claims"].endswith(
+        "revocation_clear=INDETERMINATE (Revocation data stale — background re-check pending)"
+    )
+    assert headers(decision)["X-Why"] == (
+        "revocation_clear: Revocation data stale — background re-check pending"
+    )
