@@ -174,6 +174,9 @@ def test_a_real_minted_identity_is_valid_with_its_brand(edge: Edge) -> None:
     assert final.header("X-VVP-Brand-Name") == BRAND
     assert final.header("P-Asserted-Identity") == f"<sip:{ORIG}@verified.carrier.example>"
     assert final.header("X-VVP-Request-Id")
+    # The issuer's card carries the brand logo URL: RFC 9796 Call-Info for the callee.
+    logo = final.header("Call-Info") or ""
+    assert logo.startswith(("<http://", "<https://")) and logo.endswith(">;purpose=icon"), logo
 
 
 def test_pai_asserts_the_signed_number_when_from_has_no_plus(edge: Edge) -> None:
