@@ -23,6 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TEMPLATE_VARIABLES = frozenset(
     {
         "orig",  # calling number (From), digits and leading +
+        "orig_tn",  # the number the PASSporT signed, E.164 with +; only when VALID/WARNING
         "dest",  # called number (To)
         "call_id",
         "request_id",  # the verifier's request id ("" when it was not asked)
@@ -31,8 +32,17 @@ TEMPLATE_VARIABLES = frozenset(
         "verstat",  # TS 24.229 verstat: TN-Validation-Passed / -Failed / No-TN-Validation
         "errors",  # list of {code, message}; "{errors}" renders the codes
         "claims",  # the verifier's claim tree; "{claims}" renders name=status pairs
+        "failed_claims",  # every non-VALID claim, flat: name=STATUS (reason)
+        "reason",  # why not VALID: the claim tree's reason, else the first error's message
+        "reason_claim",  # the claim that {reason} comes from ("" if from an error)
         "brand_name",
         "brand_logo_url",  # http(s) only
+        "brand_logo_hash",  # the logo's hash from the card (a Blake3 SAID, E...)
+        "revocation_pending",  # true / false
+        "signer_legal_name",  # the signer's organisation, from the dossier
+        "signer_lei",
+        "toip_warnings",  # ToIP dossier warnings; "{toip_warnings}" renders their codes
+        "delegation_depth",  # delegation levels above the signer (0: not delegated)
         "signer_aid",
         "certainty",
         "vetter_status",  # PASS / FAIL-ECC / FAIL-JURISDICTION / FAIL-ECC-JURISDICTION / ...
@@ -68,6 +78,13 @@ class CallFacts:
     called: str = ""
     error_codes: frozenset[str] = frozenset()
     claims: Mapping[str, str] = field(default_factory=dict)  # claim name -> status
+    # From the verifier's answer; None / empty when there is no verdict.
+    revocation_pending: bool | None = None
+    brand_logo_hashed: bool | None = None
+    signer_lei: str | None = None
+    signer_legal_name: str | None = None
+    toip_warnings: frozenset[str] = frozenset()  # codes
+    delegation_depth: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +115,16 @@ class Action:
     headers: tuple[tuple[str, Template], ...]
     #: Add ``Reason: SIP ;cause=<code> ;text="<reason>"`` (RFC 3326), as RFC 8224 suggests.
     reason_header: bool = False
+    #: Every variable its templates read, worked out once per load: the decision builds
+    #: the costlier ones (``failed_claims``) only for an action that reads them.
+    variables: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        templates = [t for _, t in self.headers]
+        if self.destination is not None:
+            templates.append(self.destination)
+        used = frozenset().union(*(t.variables for t in templates))
+        object.__setattr__(self, "variables", used)
 
     def render(self, context: Mapping[str, object]) -> Instruction:
         contact = None
@@ -127,6 +154,12 @@ class Match:
     calling_prefixes: tuple[str, ...] = ()
     error_codes: frozenset[str] = frozenset()
     claims: tuple[tuple[str, frozenset[str]], ...] = ()
+    revocation_pending: bool | None = None
+    brand_logo_hash: bool | None = None  # True: the verifier gave a hash; False: it did not
+    signer_leis: frozenset[str] = frozenset()
+    signer_legal_names: frozenset[str] = frozenset()  # compared case-insensitively
+    toip_warnings: frozenset[str] = frozenset()
+    delegation_depth: tuple[int | None, int | None] = (None, None)  # min, max (inclusive)
 
     def matches(self, facts: CallFacts) -> bool:
         if self.outcomes and facts.outcome not in self.outcomes:
@@ -143,7 +176,38 @@ class Match:
             return False
         if self.error_codes and not (self.error_codes & facts.error_codes):
             return False
+        if not self._verdict_facts_match(facts):
+            return False
         return all(facts.claims.get(name) in statuses for name, statuses in self.claims)
+
+    def _verdict_facts_match(self, facts: CallFacts) -> bool:
+        # A call without a verdict (error, missing, pre-check) has none of these facts and
+        # matches no condition on them, as with claims.
+        if self.revocation_pending is not None and (
+            facts.revocation_pending is not self.revocation_pending
+        ):
+            return False
+        if self.brand_logo_hash is not None and (
+            facts.brand_logo_hashed is not self.brand_logo_hash
+        ):
+            return False
+        if self.signer_leis and facts.signer_lei not in self.signer_leis:
+            return False
+        if self.signer_legal_names and (
+            facts.signer_legal_name is None
+            or facts.signer_legal_name.casefold() not in self.signer_legal_names
+        ):
+            return False
+        if self.toip_warnings and not (self.toip_warnings & facts.toip_warnings):
+            return False
+        low, high = self.delegation_depth
+        if low is not None or high is not None:
+            depth = facts.delegation_depth
+            if depth is None or (low is not None and depth < low):
+                return False
+            if high is not None and depth > high:
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import ipaddress
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
 from .breaker import GuardedVerifier
 from .errors import VerifierError
+from .facts import failed_claims, verified_number, why_not_valid
 from .identity import PrecheckSettings
 from .metrics import Metrics
 from .replay import ReplayGuard
@@ -271,6 +272,7 @@ class Decider:
             tuple({"code": e.code, "message": e.message} for e in verdict.errors),
             verdict=verdict,
             verifier_ms=elapsed,
+            signed_orig=found.passport.orig,
         )
 
     def _observe_verifier(self, elapsed_ms: float, failure: str | None) -> None:
@@ -302,15 +304,19 @@ def conclude(
     error_kind: str | None = None,
     verifier_ms: float | None = None,
     shaken: bool = False,
+    signed_orig: str | None = None,
 ) -> Decision:
     """The policy's answer for an outcome, from what is known of the call.
 
+    ``signed_orig``: the PASSporT's orig number, when the identity was decoded.
     Also used without any network by ``vvp-helper explain`` and ``vvp-helper test``.
     """
     status = verdict.overall_status if verdict else _STATUS_OF[outcome]
     facts = call_facts(call, outcome, errors, verdict, policy)
     action = policy.select(facts)
-    context = template_context(call, outcome, status, errors, verdict)
+    context = template_context(
+        call, outcome, status, errors, verdict, signed_orig=signed_orig, wanted=action.variables
+    )
     context["trunk"] = facts.trunk or ""
     context["rule"] = action.section
     instruction = action.render(context)
@@ -339,6 +345,16 @@ def call_facts(
         source = ipaddress.ip_address(call.source_ip) if call.source_ip else None
     except ValueError:
         source = None
+    if verdict is None:
+        return CallFacts(
+            outcome=outcome,
+            source_ip=source,
+            trunk=policy.trunk_of(source),
+            calling=digits(sipfields.telephone_number(call.from_uri) or ""),
+            called=digits(sipfields.telephone_number(call.to_uri) or ""),
+            error_codes=frozenset(e["code"] for e in errors),
+        )
+    signer = verdict.signer_identity
     return CallFacts(
         outcome=outcome,
         source_ip=source,
@@ -347,7 +363,15 @@ def call_facts(
         called=digits(sipfields.telephone_number(call.to_uri) or ""),
         error_codes=frozenset(e["code"] for e in errors),
         # Walking the claim tree is the costliest fact, and only claim rules read it.
-        claims=claim_statuses(verdict.claims) if verdict and policy.matches_claims else {},
+        claims=claim_statuses(verdict.claims) if policy.matches_claims else {},
+        revocation_pending=verdict.revocation_pending,
+        brand_logo_hashed=bool(verdict.brand_logo_hash),
+        signer_lei=_str_or_none(signer.get("lei")),
+        signer_legal_name=_str_or_none(signer.get("legal_name")),
+        toip_warnings=frozenset(
+            code for w in verdict.toip_warnings if isinstance(code := w.get("code"), str)
+        ),
+        delegation_depth=verdict.delegation_depth,
     )
 
 
@@ -379,10 +403,24 @@ def template_context(
     status: str,
     errors: Sequence[Mapping[str, str]],
     verdict: Verdict | None,
+    *,
+    signed_orig: str | None = None,
+    wanted: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data."""
+    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data.
+
+    ``wanted``: the variables the action will render, when known; ``failed_claims`` (a
+    walk of the whole claim tree) is only built when it is among them.
+    """
+    claims = list(verdict.claims) if verdict else []
+    reason = why_not_valid(
+        outcome, claims, errors, verdict.vetter_warning_reason if verdict else None
+    )
+    signer = verdict.signer_identity if verdict else {}
     return {
         "orig": uri_user(call.from_uri),
+        # Only a number the verifier vouched for (VALID, WARNING) is ever asserted.
+        "orig_tn": verified_number(signed_orig) if outcome in ("valid", "warning") else "",
         "dest": uri_user(call.to_uri),
         "call_id": call.call_id,
         "request_id": verdict.request_id if verdict else "",
@@ -390,9 +428,20 @@ def template_context(
         "outcome": outcome,
         "verstat": VERSTAT[outcome],
         "errors": [dict(e) for e in errors],
-        "claims": list(verdict.claims) if verdict else [],
+        "claims": claims,
+        "failed_claims": failed_claims(claims)
+        if wanted is None or "failed_claims" in wanted
+        else [],
+        "reason": reason.text,
+        "reason_claim": reason.claim,
         "brand_name": verdict.brand_name if verdict else None,
         "brand_logo_url": _http_url(verdict.brand_logo_url) if verdict else None,
+        "brand_logo_hash": verdict.brand_logo_hash if verdict else None,
+        "revocation_pending": verdict.revocation_pending if verdict else None,
+        "signer_legal_name": _str_or_none(signer.get("legal_name")),
+        "signer_lei": _str_or_none(signer.get("lei")),
+        "toip_warnings": list(verdict.toip_warnings) if verdict else [],
+        "delegation_depth": verdict.delegation_depth if verdict else None,
         "signer_aid": verdict.signer_aid if verdict else None,
         "certainty": verdict.certainty if verdict else None,
         "vetter_status": verdict.vetter_status if verdict else None,
@@ -430,6 +479,10 @@ def uri_user(uri: str) -> str:
         return ""
     user = rest.split("@", 1)[0] if "@" in rest else ""
     return _USER_SAFE.sub("", user.split(";", 1)[0])
+
+
+def _str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _http_url(url: str | None) -> str | None:

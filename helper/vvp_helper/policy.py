@@ -82,6 +82,12 @@ MATCH_KEYS = (
     "calling_prefix",
     "error_code",
     "claim",
+    "revocation_pending",
+    "brand_logo_hash",
+    "signer_lei",
+    "signer_legal_name",
+    "toip_warning",
+    "delegation_depth",
 )
 CLAIM_STATUSES = ("VALID", "INVALID", "INDETERMINATE")
 #: Headers the edge sets itself; a policy adding them would break the SIP answer.
@@ -338,7 +344,50 @@ class _Loader:
             calling_prefixes=tuple(prefixes["calling_prefix"]),
             error_codes=frozenset(c for _, c in strings("error_code")),
             claims=tuple(claims),
+            revocation_pending=self.flag(fields, "revocation_pending"),
+            brand_logo_hash=self.flag(fields, "brand_logo_hash"),
+            signer_leis=frozenset(lei for _, lei in strings("signer_lei")),
+            signer_legal_names=frozenset(n.casefold() for _, n in strings("signer_legal_name")),
+            toip_warnings=frozenset(code for _, code in strings("toip_warning")),
+            delegation_depth=self.depth_range(fields.get("delegation_depth", (None, None))[1]),
         )
+
+    def flag(self, fields: dict[str, tuple[yaml.Node, yaml.Node]], key: str) -> bool | None:
+        """A true/false condition, or None when the rule does not give it."""
+        node = fields.get(key, (None, None))[1]
+        if node is None:
+            return None
+        if node.tag != _BOOL_TAG:
+            self.error(node, "not-a-boolean", f"{key} is true or false")
+            return None
+        return (self.scalar(node) or "").lower() in ("true", "yes", "on")
+
+    def depth_range(self, node: yaml.Node | None) -> tuple[int | None, int | None]:
+        """``delegation_depth: 0`` (exactly) or ``{min: 1, max: 3}`` (inclusive, either)."""
+        if node is None:
+            return (None, None)
+        if isinstance(node, yaml.ScalarNode):
+            depth = self.depth(node)
+            return (depth, depth)
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, "bad-depth", "delegation_depth is a number or {min: N, max: N}")
+            return (None, None)
+        bounds = self.mapping(node)
+        self.unknown_keys(bounds, ("min", "max"), "key")
+        low = self.depth(bounds["min"][1]) if "min" in bounds else None
+        high = self.depth(bounds["max"][1]) if "max" in bounds else None
+        if low is None and high is None:
+            self.error(node, "bad-depth", "delegation_depth needs min, max or both")
+        elif low is not None and high is not None and low > high:
+            self.error(node, "bad-depth", f"delegation_depth min {low} is above max {high}")
+        return (low, high)
+
+    def depth(self, node: yaml.Node) -> int | None:
+        raw = self.scalar(node)
+        if node.tag != _INT_TAG or raw is None or not raw.isdigit() or len(raw) > 3:
+            self.error(node, "bad-depth", f"a delegation depth is a number 0-999, not {raw!r}")
+            return None
+        return int(raw)
 
     def networks(self, node: yaml.Node) -> tuple[IPNetwork, ...]:
         result = []

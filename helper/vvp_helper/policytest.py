@@ -5,16 +5,22 @@ described call goes through the same ``decision.conclude`` the server uses.
 A described call (all keys optional but ``outcome``)::
 
     outcome: invalid                 # valid warning invalid indeterminate error missing
-    errors: [PASSPORT_SIG_INVALID]   # error codes, first is {errors[0].code}
+    errors: [PASSPORT_SIG_INVALID]   # error codes, first is {errors[0].code}; an item may
+                                     # also be {code: ..., message: ...}
     orig: "+441923311001"            # calling number (From)
+    signed_orig: "+441923311001"     # the PASSporT's orig (default: orig)
     dest: "+441923311006"            # called number (To)
     source: 192.0.2.10               # source address (for trunks / source rules)
     brand_name: Acme Bank
     brand_logo_url: https://brand.example/logo.png
-    claims: {brand_verified: VALID}  # claim name -> status
+    claims: {brand_verified: VALID}  # claim name -> status, or -> {status: ..., reason: ...}
     vetter_status: PASS              # or FAIL-ECC, FAIL-JURISDICTION, ...
     vetter_warning_reason: vetter_not_authorised_for_jurisdiction
     signer_aid: D...                 # certainty: full | partial | none
+    signer_lei: 5493...              # signer_legal_name: ACME Inc (the signer's dossier)
+    brand_logo_hash: E...            # revocation_pending: true
+    toip_warnings: [DOSSIER_HAS_ISSUEE]
+    delegation_depth: 1
     from_name: Alice
 
 A test file::
@@ -51,7 +57,9 @@ CALL_KEYS = frozenset(
     {
         "outcome", "errors", "orig", "dest", "source", "brand_name", "brand_logo_url",
         "claims", "vetter_status", "vetter_warning_reason", "signer_aid", "certainty",
-        "from_name", "request_id", "call_id",
+        "from_name", "request_id", "call_id", "signed_orig", "signer_lei",
+        "signer_legal_name", "brand_logo_hash", "revocation_pending", "toip_warnings",
+        "delegation_depth",
     }
 )  # fmt: skip
 EXPECT_KEYS = frozenset({"code", "reason", "contact", "headers", "absent", "rule"})
@@ -70,10 +78,7 @@ def describe(policy: Policy, call: Mapping[str, Any]) -> Decision:
     outcome = call.get("outcome")
     if outcome not in OUTCOMES:
         raise CaseError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
-    codes = call.get("errors") or []
-    if not isinstance(codes, list) or not all(isinstance(c, str) for c in codes):
-        raise CaseError("errors must be a list of error codes")
-    errors = [{"code": code, "message": ""} for code in codes]
+    errors = _errors(call.get("errors") or [])
     request = CallRequest(
         call_id=str(call.get("call_id", "explain@vvp-edge")),
         from_uri=f"sip:{call.get('orig', '+15550000001')}@caller.invalid",
@@ -91,24 +96,71 @@ def describe(policy: Policy, call: Mapping[str, Any]) -> Decision:
         vetter = call.get("vetter_status")
         if vetter is not None:
             constraints = _constraints_for(str(vetter))
+        signer_aid = call.get("signer_aid")
+        identities = None
+        if "signer_lei" in call or "signer_legal_name" in call:
+            signer_aid = signer_aid or "EExplainSigner"
+            identities = {
+                signer_aid: {
+                    "aid": signer_aid,
+                    "lei": call.get("signer_lei"),
+                    "legal_name": call.get("signer_legal_name"),
+                }
+            }
+        depth = call.get("delegation_depth")
+        toip = call.get("toip_warnings") or []
+        if not isinstance(toip, list):
+            raise CaseError("toip_warnings must be a list of warning codes")
         verdict = Verdict.from_json(
             {
                 "overall_status": outcome.upper(),
                 "request_id": call.get("request_id", "explain-request"),
                 "errors": [dict(e, recoverable=False) for e in errors] or None,
-                "claims": [
-                    {"name": name, "status": status, "reasons": [], "children": []}
-                    for name, status in claims.items()
-                ],
+                "claims": [_claim(name, value) for name, value in claims.items()],
                 "brand_name": call.get("brand_name"),
                 "brand_logo_url": call.get("brand_logo_url"),
                 "vetter_constraints": constraints,
                 "vetter_warning_reason": call.get("vetter_warning_reason"),
-                "signer_aid": call.get("signer_aid"),
+                "signer_aid": signer_aid,
                 "certainty": call.get("certainty"),
+                "brand_logo_hash": call.get("brand_logo_hash"),
+                "revocation_pending": call.get("revocation_pending") is True,
+                "toip_warnings": [{"code": str(code), "message": ""} for code in toip],
+                "issuer_identities": identities,
+                "delegation_chain": None if depth is None else {"depth": depth, "chain": []},
             }
         )
-    return conclude(request, policy, outcome, errors, verdict=verdict)
+    signed_orig = str(call.get("signed_orig", call.get("orig", "+15550000001")))
+    return conclude(request, policy, outcome, errors, verdict=verdict, signed_orig=signed_orig)
+
+
+def _errors(items: object) -> list[dict[str, str]]:
+    if not isinstance(items, list):
+        raise CaseError("errors must be a list of error codes")
+    errors = []
+    for item in items:
+        if isinstance(item, str):
+            errors.append({"code": item, "message": ""})
+        elif isinstance(item, dict) and isinstance(item.get("code"), str):
+            errors.append({"code": item["code"], "message": str(item.get("message") or "")})
+        else:
+            raise CaseError("an error is a code or {code: ..., message: ...}")
+    return errors
+
+
+def _claim(name: str, value: object) -> dict[str, Any]:
+    """A described claim (at the root of the tree): ``STATUS`` or ``{status, reason}``."""
+    if isinstance(value, str):
+        return {"name": name, "status": value, "reasons": [], "children": []}
+    if isinstance(value, dict) and isinstance(value.get("status"), str):
+        reason = value.get("reason")
+        return {
+            "name": name,
+            "status": value["status"],
+            "reasons": [str(reason)] if reason else [],
+            "children": [],
+        }
+    raise CaseError(f"claim {name!r}: a status, or {{status: ..., reason: ...}}")
 
 
 def _constraints_for(vetter_status: str) -> dict[str, Any]:

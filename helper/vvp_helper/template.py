@@ -249,15 +249,25 @@ def _render_scalar(value: object) -> str | None:
 
 
 def _render_mapping(value: Mapping[object, object]) -> str:
-    # The shapes templates list: verifier errors ({code, ...}) and claims ({name, status}).
+    # The shapes templates list: verifier errors ({code, ...}) and claims ({name, status},
+    # with their reasons when they have any).
     if "code" in value:
         return _render_scalar(value["code"]) or ""
     if "name" in value and "status" in value:
         name = _render_scalar(value["name"])
         status = _render_scalar(value["status"])
         if name is not None and status is not None:
-            return f"{name}={status}"
+            reasons = _render_reasons(value.get("reasons"))
+            return f"{name}={status} ({reasons})" if reasons else f"{name}={status}"
     return ""
+
+
+def _render_reasons(value: object) -> str:
+    # A claim's reasons, as the verifier words them: "name=STATUS (reason; reason)".
+    if not isinstance(value, list | tuple):
+        return ""
+    texts = (_render_scalar(item) for item in value[:8])
+    return "; ".join(text for text in texts if text)
 
 
 def _render_value(value: object) -> str:

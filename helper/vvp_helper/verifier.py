@@ -87,6 +87,17 @@ class Verdict:
     #: Per-credential vetter checks, keyed by credential SAID (``constraint_type``,
     #: ``is_authorized``, ``vetter_certification_said``).
     vetter_constraints: Mapping[str, Any] | None = None
+    #: The ``HASH`` parameter of the card's ``LOGO`` line (a Blake3 SAID, ``E...``).
+    brand_logo_hash: str | None = None
+    #: Revocation not yet confirmed for one or more credentials.
+    revocation_pending: bool = False
+    #: ToIP dossier warnings (``code``, ``message``, ``said``, ``field_path``):
+    #: informational, they never change the verdict.
+    toip_warnings: tuple[Mapping[str, Any], ...] = ()
+    #: AID -> ``{aid, legal_name, lei, ...}`` for the AIDs of the dossier (informational).
+    issuer_identities: Mapping[str, Mapping[str, Any]] | None = None
+    #: ``{chain, depth, root_aid, is_valid, errors}`` for a delegated signer, else None.
+    delegation_chain: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: object) -> Verdict:
@@ -125,7 +136,31 @@ class Verdict:
             vetter_warning_reason=_optional_str(data, "vetter_warning_reason"),
             cache_hit=data.get("cache_hit") is True,
             vetter_constraints=_optional_dict(data, "vetter_constraints"),
+            brand_logo_hash=_optional_str(data, "brand_logo_hash"),
+            revocation_pending=data.get("revocation_pending") is True,
+            toip_warnings=_informational_list(data.get("toip_warnings")),
+            issuer_identities=_informational_identities(data.get("issuer_identities")),
+            delegation_chain=_informational_dict(data.get("delegation_chain")),
         )
+
+    @property
+    def signer_identity(self) -> Mapping[str, Any]:
+        """What the dossier says of the PASSporT's signer: ``legal_name``, ``lei`` (or {})."""
+        if self.signer_aid and self.issuer_identities:
+            return self.issuer_identities.get(self.signer_aid) or {}
+        return {}
+
+    @property
+    def delegation_depth(self) -> int:
+        """Delegation levels between the signer and its non-delegated root (0: none)."""
+        chain = self.delegation_chain
+        if not chain:
+            return 0
+        depth = chain.get("depth")
+        if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:
+            return depth
+        nodes = chain.get("chain")
+        return max(len(nodes) - 1, 0) if isinstance(nodes, list) else 0
 
     @property
     def vetter_status(self) -> str | None:
@@ -150,6 +185,31 @@ class Verdict:
             parts = [name.upper() for name in ("ecc", "jurisdiction") if name in failed]
             return "FAIL-" + "-".join(parts) if parts else "FAIL"
         return "INDETERMINATE" if unknown else "PASS"
+
+
+# The verifier documents these fields as informational ("may be incomplete"): a malformed
+# one is dropped rather than costing the call its verdict.
+_MAX_INFORMATIONAL_ITEMS = 64
+
+
+def _informational_dict(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _informational_list(value: object) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value[:_MAX_INFORMATIONAL_ITEMS] if isinstance(item, dict))
+
+
+def _informational_identities(value: object) -> Mapping[str, Mapping[str, Any]] | None:
+    if not isinstance(value, dict):
+        return None
+    return {
+        aid: info
+        for aid, info in list(value.items())[:_MAX_INFORMATIONAL_ITEMS]
+        if isinstance(aid, str) and isinstance(info, dict)
+    }
 
 
 def _optional_dict(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:

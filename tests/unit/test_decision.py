@@ -299,6 +299,7 @@ async def test_undecodable_p_vvp_identity_is_invalid_without_a_verifier(policy: 
     assert decision.instruction.headers == (
         ("X-VVP-Status", "INVALID"),
         ("X-VVP-Error", "VVP_IDENTITY_INVALID"),
+        ("X-VVP-Reason", "VVP-Identity is not base64url"),
     )
 
 

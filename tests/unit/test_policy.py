@@ -29,6 +29,7 @@ def context(**overrides: object) -> dict[str, object]:
     """A full template context (every documented variable), as decision.py builds it."""
     base: dict[str, object] = {
         "orig": ORIG,
+        "orig_tn": ORIG,
         "dest": DEST,
         "call_id": "a84b4c76e66710@pc33.example",
         "request_id": "req-123",
@@ -37,8 +38,17 @@ def context(**overrides: object) -> dict[str, object]:
         "verstat": "TN-Validation-Passed",
         "errors": [],
         "claims": [],
+        "failed_claims": [],
+        "reason": "",
+        "reason_claim": "",
         "brand_name": None,
         "brand_logo_url": None,
+        "brand_logo_hash": None,
+        "revocation_pending": False,
+        "signer_legal_name": None,
+        "signer_lei": None,
+        "toip_warnings": [],
+        "delegation_depth": 0,
         "signer_aid": None,
         "certainty": None,
         "vetter_status": None,
@@ -170,13 +180,20 @@ def test_default_valid_redirects_verified_with_brand_and_request_id() -> None:
 def test_default_warning_has_its_own_section_with_the_warning_reason() -> None:
     policy = load_policy(DEFAULT_POLICY)
     instruction = policy.action_for("warning").render(
-        context(status="WARNING", vetter_warning_reason="jurisdiction not covered")
+        context(
+            status="WARNING",
+            vetter_warning_reason="jurisdiction not covered",
+            brand_name="Acme Bank",
+        )
     )
     assert instruction.code == 302
     assert instruction.contact == f"sip:{DEST}@verified.carrier.example"
+    # A WARNING keeps the caller's verified number and brand.
     assert instruction.headers == (
         ("X-VVP-Status", "WARNING"),
         ("X-VVP-Warning-Reason", "jurisdiction not covered"),
+        ("P-Asserted-Identity", f"<sip:{ORIG}@verified.carrier.example>"),
+        ("X-VVP-Brand-Name", "Acme Bank"),
         ("X-VVP-Request-Id", "req-123"),
     )
 

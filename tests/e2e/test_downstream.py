@@ -1,0 +1,100 @@
+"""End to end with the shipped default policy: what the callee's side sees of a verified
+call. sipp -> real Kamailio -> helper (policy/default.yaml) -> simulator.
+
+The stale-revocation INDETERMINATE (errors null, reason only in the claim tree) and the
+verifier's brand_logo_hash are covered by tests/unit/test_verdict_facts.py with recorded
+real answers; here the simulator's own answers and its force_status fault are used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import DEFAULT_POLICY, Simulator, SipMessage, SippRun, run_sipp, running_edge
+from sipp_scenarios import invite_expecting
+
+from vvp_simulator.passport import MintedIdentity, mint
+
+pytestmark = pytest.mark.e2e
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+LOGO = "https://brand.demo.example/acme.png"
+
+
+@dataclass
+class Edge:
+    simulator: Simulator
+    kamailio_port: int
+    workdir: Path
+
+    def call(self, code: int, minted: MintedIdentity, *, from_user: str = ORIG) -> SipMessage:
+        scenario = invite_expecting(
+            self.workdir / f"invite-{code}.xml",
+            code,
+            from_user=from_user,
+            headers=[f"Identity: {minted.identity_header()}"],
+        )
+        run: SippRun = run_sipp(scenario, self.kamailio_port, self.workdir)
+        assert run.returncode == 0, run.stdout
+        finals = run.finals()
+        assert len(finals) == 1, f"expected exactly one final answer, got {finals}"
+        return finals[0]
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    workdir = tmp_path_factory.mktemp("downstream")
+    with running_edge(workdir, DEFAULT_POLICY) as (simulator, _helper, kamailio):
+        yield Edge(simulator, kamailio.port, workdir)
+
+
+@pytest.fixture
+def sim(edge: Edge) -> Iterator[Simulator]:
+    edge.simulator.reset()
+    yield edge.simulator
+    edge.simulator.reset()
+
+
+def test_pai_asserts_the_signed_number_with_plus_when_from_has_none(
+    edge: Edge, sim: Simulator
+) -> None:
+    final = edge.call(302, mint("brand", ORIG, DEST), from_user=ORIG.removeprefix("+"))
+    assert final.header("X-VVP-Status") == "VALID"
+    assert final.header("P-Asserted-Identity") == f"<sip:{ORIG}@verified.carrier.example>"
+
+
+def test_the_brand_logo_goes_downstream_as_call_info(edge: Edge, sim: Simulator) -> None:
+    final = edge.call(302, mint("brand", ORIG, DEST))
+    assert final.header("X-VVP-Brand-Name") == "Acme Bank"
+    assert final.header("Call-Info") == f"<{LOGO}>;purpose=icon"
+
+
+def test_a_warning_keeps_the_identity_and_the_brand(edge: Edge, sim: Simulator) -> None:
+    sim.set_faults(force_status="WARNING")
+    final = edge.call(302, mint("brand", ORIG, DEST))
+    assert final.header("Contact") == f"<sip:{DEST}@verified.carrier.example>"
+    assert final.header("X-VVP-Status") == "WARNING"
+    assert final.header("X-VVP-Warning-Reason") == "vetter_not_authorised_for_jurisdiction"
+    assert final.header("P-Asserted-Identity") == f"<sip:{ORIG}@verified.carrier.example>"
+    assert final.header("X-VVP-Brand-Name") == "Acme Bank"
+    assert final.header("Call-Info") == f"<{LOGO}>;purpose=icon"
+
+
+def test_an_indeterminate_answer_says_why_and_asserts_nothing(edge: Edge, sim: Simulator) -> None:
+    final = edge.call(302, mint("indeterminate", ORIG, DEST))
+    assert final.header("Contact") == f"<sip:{DEST}@unverified.carrier.example>"
+    assert final.header("X-VVP-Status") == "INDETERMINATE"
+    assert final.header("X-VVP-Reason") == "dossier unreachable"
+    assert final.header("P-Asserted-Identity") is None
+
+
+def test_a_forged_identity_is_refused_with_its_reason(edge: Edge, sim: Simulator) -> None:
+    final = edge.call(403, mint("forged", ORIG, DEST))
+    assert final.header("X-VVP-Error") == "PASSPORT_SIG_INVALID"
+    assert final.header("X-VVP-Reason")
+    assert final.header("P-Asserted-Identity") is None
+    assert final.header("Call-Info") is None
