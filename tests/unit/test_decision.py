@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from vvp_helper.decision import (
+    CALLER_FIELDS,
     MAX_FIELD_LEN,
     MAX_HEADER_FIELDS,
     BadCallRequest,
@@ -21,6 +22,7 @@ from vvp_helper.decision import (
     uri_user,
 )
 from vvp_helper.identity import PrecheckSettings
+from vvp_helper.metrics import Metrics
 from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
 from vvp_helper.verifier import Verdict, VerifierClient
 from vvp_simulator.passport import mint
@@ -171,11 +173,66 @@ def test_too_many_identity_fields_are_marked_not_refused() -> None:
     assert padded.identity == ()
 
 
-@pytest.mark.parametrize("key", ["call_id", "from_uri", "to_uri", "from_name", "request_uri"])
-def test_from_json_refuses_an_oversize_field(key: str) -> None:
-    CallRequest.from_json(kamailio_body(**{key: "a" * MAX_FIELD_LEN}))
+@pytest.mark.parametrize("key", CALLER_FIELDS)
+def test_an_oversize_caller_field_is_marked_not_refused(key: str) -> None:
+    # Legal SIP within the 16 KiB message limit: a 400 here would hand the call to
+    # Kamailio's fail-open fallback, so the decision answers it "invalid".
+    assert not CallRequest.from_json(kamailio_body(**{key: "a" * MAX_FIELD_LEN})).oversized_fields
+    long = CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
+    assert long.oversized_fields == (key,)
+    assert len(getattr(long, key)) <= MAX_FIELD_LEN
+
+
+@pytest.mark.parametrize("key", ["method", "source_ip", "transport"])
+def test_from_json_refuses_an_oversize_kamailio_field(key: str) -> None:
     with pytest.raises(BadCallRequest, match=key):
         CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
+
+
+@pytest.mark.parametrize("key", CALLER_FIELDS)
+async def test_oversize_caller_field_is_invalid_not_an_error(key: str, policy: Policy) -> None:
+    metrics = Metrics()
+    call = CallRequest.from_json(
+        kamailio_body(received_at=time.time(), **{key: "a" * (MAX_FIELD_LEN + 1)})
+    )
+    judge = decider()
+    judge.metrics = metrics
+    decision = await judge.decide(call, policy)
+    assert decision.outcome == "invalid"
+    assert decision.instruction.code == 403
+    assert ("X-VVP-Error", "EXT_SIP_FIELD_TOO_LONG") in decision.instruction.headers
+    assert (
+        metrics.registry.get_sample_value(
+            "vvp_helper_caller_refusals_total", {"cause": "sip_field_too_long"}
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), 1e20, -1.0, "nan", "inf", "1e20"]
+)
+def test_from_json_refuses_a_received_at_that_is_no_time(value: object) -> None:
+    with pytest.raises(BadCallRequest, match="received_at"):
+        CallRequest.from_json(kamailio_body(received_at=value))
+
+
+@pytest.mark.parametrize(
+    "to_uri", ["sip:127.0.0.1", "<sip:127.0.0.1>", "<urn:service:sos>", "tel:"]
+)
+async def test_redirect_to_a_called_party_without_user_is_484(to_uri: str, policy: Policy) -> None:
+    decision = await decider().decide(call(to_uri=to_uri), policy)
+    assert decision.outcome == "missing"
+    assert (decision.instruction.code, decision.instruction.reason) == (484, "Address Incomplete")
+    assert decision.instruction.contact is None
+    assert ("X-VVP-Status", "MISSING") in decision.instruction.headers
+
+
+async def test_reject_to_a_called_party_without_user_stays_a_reject(policy: Policy) -> None:
+    decision = await decider().decide(
+        call(to_uri="<sip:127.0.0.1>", p_vvp_identity=["garbage"]), policy
+    )
+    assert decision.instruction.code == 403
 
 
 def test_an_oversize_identity_field_is_marked_not_refused() -> None:
