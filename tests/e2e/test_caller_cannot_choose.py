@@ -222,6 +222,11 @@ def _set(key: str, value: object) -> Callable[[dict[str, object]], None]:
     return lambda d: d.__setitem__(key, value)
 
 
+def _evd_second(payload: dict[str, object]) -> None:
+    # The dossier named only in attest.creds[1]: the verifier reads creds[0] alone.
+    payload["attest"] = {"creds": ["x", f"evd:{payload.pop('evd')}"]}
+
+
 TRICKS: list[Trick] = [
     # The control row: no trick at all.
     Trick("forged, no trick", lambda m: Invite(m), 403, "PASSPORT_SIG_INVALID"),
@@ -237,9 +242,7 @@ TRICKS: list[Trick] = [
           lambda m: Invite(m, vvp_headers=p_vvp(m, reshaped(m, payload=_del("evd")))),
           403, "PASSPORT_PARSE_FAILED", verifier_crashes=True),
     Trick("evd only as attest.creds[1]",
-          lambda m: Invite(m, vvp_headers=p_vvp(m, reshaped(
-              m, payload=lambda p: p.update(evd=None, attest={"creds": ["x", "evd:" + str(p["evd"])]})
-          ))),
+          lambda m: Invite(m, vvp_headers=p_vvp(m, reshaped(m, payload=_evd_second))),
           403, "PASSPORT_PARSE_FAILED", verifier_crashes=True),
     Trick("signature 87 characters",
           lambda m: Invite(m, vvp_headers=p_vvp(m, reshaped(m, signature=lambda s: s[:87]))),
@@ -446,3 +449,56 @@ def test_fallback_templates_strip_control_characters(
         assert answer.header("Contact") == f"<sip:{DEST}@fallback.carrier.example>"
     finally:
         kamailio.stop()
+
+
+# ---------------------------------------------------------------------------------------
+# TCP slots held by partial messages (scaled down: 60 slots, a 3 s lifetime)
+
+SLOTS = 60
+LIFETIME_S = 3
+PARTIAL = b"INVITE sip:" + DEST.encode() + b"@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1"
+
+
+def tcp_call_answered(port: int) -> bool:
+    """A missing-identity INVITE over TCP gets its final answer."""
+    invite = Invite(mint("forged", ORIG, DEST), vvp_headers=[])
+    try:
+        return any(r.code >= 200 for r in send(port, invite.encode, "TCP"))
+    except OSError:
+        return False
+
+
+def test_partial_tcp_messages_hold_slots_only_for_the_lifetime(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(tmp_path, simulator.url, policy=POLICY)
+    kamailio = Kamailio.create(
+        tmp_path,
+        helper.decide_url,
+        VVP_TCP_MAX_CONNECTIONS=str(SLOTS),
+        VVP_TCP_LIFETIME_S=str(LIFETIME_S),
+    )
+    holders: list[socket.socket] = []
+    try:
+        # Every slot taken by half an INVITE that never ends.
+        for _ in range(SLOTS):
+            holder = socket.create_connection(("127.0.0.1", kamailio.port), timeout=5)
+            holder.sendall(PARTIAL)
+            holders.append(holder)
+        assert not tcp_call_answered(kamailio.port), "the slots were not all taken"
+        # UDP is not affected.
+        udp = Invite(mint("forged", ORIG, DEST))
+        assert [r.code for r in finals(send(kamailio.port, udp.encode))] == [403]
+        # Within the lifetime (plus Kamailio's timer granularity) the partial connections
+        # are closed and TCP calls are answered again: polled, not slept.
+        deadline = time.monotonic() + LIFETIME_S + 15
+        while not tcp_call_answered(kamailio.port):
+            assert time.monotonic() < deadline, "TCP still refused after the lifetime"
+            time.sleep(0.25)
+        # Kamailio closed the holders' connections itself (the attacker did nothing).
+        holders[0].settimeout(1)
+        assert holders[0].recv(1) == b""
+    finally:
+        for holder in holders:
+            holder.close()
+        for process in (kamailio, helper, simulator):
+            process.stop()
