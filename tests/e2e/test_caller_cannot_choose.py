@@ -395,6 +395,23 @@ def test_called_party_without_user_gets_a_valid_answer(edge: Edge, to_uri: str) 
     assert [a.code for a in answers] == [403]
 
 
+@pytest.mark.parametrize("transport", ["UDP", "TCP"])
+def test_request_too_large_to_describe_is_refused_by_kamailio(edge: Edge, transport: str) -> None:
+    # 12,000 control characters (in the display name and the Call-ID, which Kamailio's
+    # parser lets through) fit in 16 KiB of SIP, but JSON writes each as six characters:
+    # over the helper's 64 KiB request limit, which it refused (HTTP 413 -> fallback).
+    decisions = edge.decisions()
+    invite = Invite(
+        mint("forged", ORIG, DEST), from_display="\x01" * 8000, call_id="\x01" * 4000 + "x"
+    )
+    answers = finals(send(edge.kamailio.port, invite.encode, transport))
+    assert [a.first_line for a in answers] == [
+        "SIP/2.0 400 Bad Request - Too Many Control Characters"
+    ]
+    assert answers[0].header("X-VVP-Edge-Fallback") is None
+    assert edge.decisions() == decisions
+
+
 def test_caller_refusals_are_counted_by_cause(edge: Edge) -> None:
     url = f"{edge.helper.url}/metrics"
     prefix = 'vvp_helper_caller_refusals_total{cause="sip_field_too_long"}'
@@ -502,3 +519,33 @@ def test_partial_tcp_messages_hold_slots_only_for_the_lifetime(tmp_path: Path) -
             holder.close()
         for process in (kamailio, helper, simulator):
             process.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Kamailio 5.6 renews a TCP connection's lifetime on every read and has no "
+    "read timeout for a partial message nor a per-source connection limit: a peer that "
+    "trickles a byte a second holds its slot. Limit connections per source at the "
+    "firewall; KamailioTcpSlotsFilling alerts on it.",
+)
+def test_trickled_partial_message_is_closed(tmp_path: Path) -> None:
+    kamailio = Kamailio.create(
+        tmp_path, f"http://127.0.0.1:{free_port()}/v1/decide", VVP_TCP_LIFETIME_S="2"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", kamailio.port), timeout=5) as trickle:
+            trickle.sendall(PARTIAL)
+            trickle.settimeout(1)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    trickle.sendall(b"X")
+                    if trickle.recv(1) == b"":
+                        return  # closed by Kamailio
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+            pytest.fail("a trickling partial message kept its connection for 20 s")
+    finally:
+        kamailio.stop()
