@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vvp_helper.decision import (
     CALLER_FIELDS,
@@ -559,3 +562,52 @@ async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
     # the helper sees the call, and a normal verification goes through.
     decision, _ = await decide_queued(simulator_url, policy, waited=45, deadline=2.0, hang=False)
     assert decision.outcome == "valid"
+
+
+# -- nothing a caller sends makes the decision fail ------------------------------------------
+
+CALLER_TEXT = st.text(max_size=60) | st.sampled_from(
+    ["", "sip:", "<sip:@>", "tel:+", "urn:service:sos", "sip:127.0.0.1", '"\\', "\x00", "\u2028"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    call_id=CALLER_TEXT,
+    from_uri=CALLER_TEXT,
+    to_uri=CALLER_TEXT,
+    from_name=CALLER_TEXT,
+    request_uri=CALLER_TEXT,
+    identity=st.lists(CALLER_TEXT, max_size=3),
+    p_vvp_identity=st.lists(CALLER_TEXT, max_size=2),
+)
+def test_no_caller_content_makes_the_decision_raise(
+    call_id: str,
+    from_uri: str,
+    to_uri: str,
+    from_name: str,
+    request_uri: str,
+    identity: list[str],
+    p_vvp_identity: list[str],
+) -> None:
+    # What Kamailio can send for any INVITE: caller text in the caller fields, the rest
+    # its own. The helper must answer all of it with an instruction (never HTTP 400/500,
+    # which would be Kamailio's fail-open fallback), and never "error" without a verifier
+    # having been asked.
+    body = kamailio_body(
+        received_at=time.time(),
+        call_id=call_id,
+        from_uri=from_uri,
+        to_uri=to_uri,
+        from_name=from_name,
+        request_uri=request_uri,
+        identity=identity,
+        p_vvp_identity=p_vvp_identity,
+    )
+    request = CallRequest.from_json(body)
+    decision = asyncio.run(decider().decide(request, load_policy(DEFAULT_POLICY)))
+    assert 300 <= decision.instruction.code <= 699
+    if decision.outcome == "error":
+        assert decision.errors[0]["code"] == "EXT_VERIFIER_NOT_CONFIGURED"
+    contact = decision.instruction.contact
+    assert contact is None or "sip:@" not in contact
