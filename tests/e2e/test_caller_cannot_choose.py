@@ -210,8 +210,6 @@ class Trick:
     # its parser refuses): the answer must come from the edge's own checks.
     verifier_crashes: bool = False
     transport: str = "UDP"
-    reason: str | None = None  # the reason phrase, when the edge writes it
-    helper_asked: bool = True
 
 
 def _del(key: str) -> Callable[[dict[str, object]], None]:
@@ -320,8 +318,8 @@ def assert_refused(trick: Trick, responses: list[Response]) -> Response:
     assert len(answers) == 1, f"{trick.name}: {[r.first_line for r in answers]}"
     answer = answers[0]
     assert answer.code == trick.code, f"{trick.name}: {answer.raw!r}"
-    if trick.reason is not None:
-        assert answer.first_line == f"SIP/2.0 {trick.code} {trick.reason}"
+    # The policy's on_invalid answer (tests/e2e/policy.yaml), not some other 403.
+    assert answer.first_line == "SIP/2.0 403 Forbidden - VVP Verification Failed"
     assert answer.header("X-VVP-Error") == trick.error, f"{trick.name}: {answer.raw!r}"
     assert answer.header("X-VVP-Edge-Fallback") is None, f"{trick.name}: {answer.raw!r}"
     assert answer.header("X-VVP-Status") != "ERROR"
