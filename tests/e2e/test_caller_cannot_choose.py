@@ -296,10 +296,14 @@ class Edge:
     workdir: Path
 
     def metric_sum(self, url: str, prefix: str) -> float:
+        """Sum of the samples whose line starts with ``prefix``. Kamailio writes a
+        timestamp after the value, so the value is the first field after the labels."""
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
         return sum(
-            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+            float(line.rsplit("}", 1)[-1].split()[0] if "}" in line else line.split()[1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
         )
 
     def decisions(self) -> float:
@@ -366,12 +370,15 @@ def test_folded_call_id_reaches_no_edge_header_raw(edge: Edge) -> None:
 @pytest.mark.parametrize("identity", ["forged", None])
 def test_sip_on_the_http_port_is_refused(edge: Edge, identity: str | None) -> None:
     decisions = edge.decisions()
+    refusals = 'kamailio_vvp_caller_refusals_total{cause="sip_on_http_port"}'
+    before = edge.metric_sum(edge.kamailio.metrics_url, refusals)
     minted = mint("forged", ORIG, DEST)
     invite = Invite(minted, vvp_headers=None if identity else [])
     answers = finals(send(edge.kamailio.http_port, invite.encode, "TCP"))
     assert [a.first_line for a in answers] == ["SIP/2.0 403 Forbidden - Not a SIP Port"]
     assert answers[0].header("X-VVP-Edge-Fallback") is None
     assert edge.decisions() == decisions, "the helper was asked to decide"
+    assert edge.metric_sum(edge.kamailio.metrics_url, refusals) == before + 1
     # HTTP still works there.
     with urllib.request.urlopen(edge.kamailio.metrics_url, timeout=5) as response:
         assert response.status == 200
@@ -399,6 +406,8 @@ def test_request_too_large_to_describe_is_refused_by_kamailio(edge: Edge, transp
     # parser lets through) fit in 16 KiB of SIP, but JSON writes each as six characters:
     # over the helper's 64 KiB request limit, which it refused (HTTP 413 -> fallback).
     decisions = edge.decisions()
+    refusals = 'kamailio_vvp_caller_refusals_total{cause="too_large_to_describe"}'
+    before = edge.metric_sum(edge.kamailio.metrics_url, refusals)
     invite = Invite(
         mint("forged", ORIG, DEST), from_display="\x01" * 8000, call_id="\x01" * 4000 + "x"
     )
@@ -408,6 +417,7 @@ def test_request_too_large_to_describe_is_refused_by_kamailio(edge: Edge, transp
     ]
     assert answers[0].header("X-VVP-Edge-Fallback") is None
     assert edge.decisions() == decisions
+    assert edge.metric_sum(edge.kamailio.metrics_url, refusals) == before + 1
 
 
 def test_caller_refusals_are_counted_by_cause(edge: Edge) -> None:
