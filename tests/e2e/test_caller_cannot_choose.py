@@ -29,6 +29,7 @@ from harness import Helper, Kamailio, Simulator, free_port, running_edge
 
 from vvp_helper.fallback import htable_entries
 from vvp_helper.policy import load_policy
+from vvp_helper.template import sanitize_header_value
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e
@@ -449,7 +450,11 @@ policies:
 
 
 @pytest.mark.parametrize("transport", ["UDP", "TCP"])
-@pytest.mark.parametrize("fold", ["\r\n ", "\n ", "\r\n\t"], ids=["crlf", "lf", "crlf-tab"])
+@pytest.mark.parametrize(
+    "fold",
+    ["\r\n ", "\n ", "\r\n\t", "\t\x01\x7f\u0085\u2028\u2029\x1f "],
+    ids=["crlf", "lf", "crlf-tab", "other-controls"],
+)
 def test_fallback_templates_strip_control_characters(
     tmp_path: Path, fold: str, transport: str
 ) -> None:
@@ -468,7 +473,9 @@ def test_fallback_templates_strip_control_characters(
         assert len(answers) == 1
         answer = answers[0]
         assert answer.header("X-VVP-Edge-Fallback") == "helper-unavailable"
-        expected = call_id.replace("\r", "").replace("\n", "").replace("\t", " ")
+        # Exactly what the helper's renderer makes of the same value.
+        expected = sanitize_header_value(call_id)
+        assert "\n" not in expected and "\x7f" not in expected and "\u2028" not in expected
         assert f"\r\nX-VVP-Call: {expected}\r\n".encode() in answer.raw, answer.raw
         assert answer.header("X-Injected") is None
         assert answer.header("Contact") == f"<sip:{DEST}@fallback.carrier.example>"
