@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
@@ -50,14 +50,15 @@ _USER_SAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()%+]")
 
 #: Causes counted in vvp_helper_caller_refusals_total: what a caller sent that was
 #: answered without (or before) a verifier verdict. A fixed set, so the label is bounded.
-REFUSAL_CAUSES = (
+RefusalCause = Literal[
     "nul_byte",
     "sip_field_too_long",
     "identity_too_long",
     "identity_undecodable",
     "identity_precheck",
     "replay",
-)
+]
+REFUSAL_CAUSES: tuple[RefusalCause, ...] = get_args(RefusalCause)
 
 
 class BadCallRequest(ValueError):
@@ -335,7 +336,7 @@ class Decider:
             verifier_ms=elapsed,
         )
 
-    def _count_refusal(self, cause: str) -> None:
+    def _count_refusal(self, cause: RefusalCause) -> None:
         if self.metrics is not None:
             self.metrics.caller_refusals.labels(cause).inc()
 

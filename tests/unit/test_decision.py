@@ -16,6 +16,7 @@ from vvp_helper.decision import (
     CALLER_FIELDS,
     MAX_FIELD_LEN,
     MAX_HEADER_FIELDS,
+    REFUSAL_CAUSES,
     BadCallRequest,
     CallRequest,
     Decider,
@@ -611,3 +612,35 @@ def test_no_caller_content_makes_the_decision_raise(
         assert decision.errors[0]["code"] == "EXT_VERIFIER_NOT_CONFIGURED"
     contact = decision.instruction.contact
     assert contact is None or "sip:@" not in contact
+
+
+@pytest.mark.parametrize(
+    ("cause", "overrides"),
+    [
+        ("nul_byte", {"call_id": "a\x00b"}),
+        ("sip_field_too_long", {"to_uri": "sip:" + "x" * MAX_FIELD_LEN}),
+        ("identity_too_long", {"identity": ["x"] * (MAX_HEADER_FIELDS + 1)}),
+        ("identity_undecodable", {"p_vvp_identity": ["garbage"]}),
+        (
+            "identity_precheck",
+            {"identity": [mint("expired", ORIG, DEST).identity_header()]},
+        ),
+    ],
+)
+async def test_caller_refusals_are_counted_by_cause(
+    cause: str, overrides: dict[str, object], policy: Policy
+) -> None:
+    assert cause in REFUSAL_CAUSES
+    metrics = Metrics()
+    judge = decider()
+    judge.metrics = metrics
+    decision = await judge.decide(call(**overrides), policy)
+    assert decision.instruction.code in (400, 403)
+    samples = {
+        s.labels["cause"]: s.value
+        for metric in metrics.registry.collect()
+        if metric.name == "vvp_helper_caller_refusals"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    assert samples == {cause: 1.0}
