@@ -253,6 +253,10 @@ class Decider:
             errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
             return conclude(call, policy, "error", errors, error_kind="deadline")
 
+    def _count_refusal(self, cause: RefusalCause) -> None:
+        if self.metrics is not None:
+            self.metrics.caller_refusals.labels(cause).inc()
+
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         errors: tuple[dict[str, str], ...]
         if call.has_nul:
@@ -335,10 +339,6 @@ class Decider:
             verdict=verdict,
             verifier_ms=elapsed,
         )
-
-    def _count_refusal(self, cause: RefusalCause) -> None:
-        if self.metrics is not None:
-            self.metrics.caller_refusals.labels(cause).inc()
 
     def _observe_verifier(self, elapsed_ms: float, failure: str | None) -> None:
         if self.metrics is None:
