@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
@@ -36,14 +37,50 @@ from .verifier import Verdict, VerifierClient, VerifyRequest
 MAX_FIELD_LEN = 8192
 #: Most Identity/P-VVP-* header fields accepted per INVITE.
 MAX_HEADER_FIELDS = 16
+#: Latest ``received_at`` taken (Unix seconds, year 9999): beyond it no datetime exists.
+MAX_RECEIVED_AT = 253_402_300_799.0
+#: SIP fields a caller writes (the INVITE's own text). Too long is the caller's doing and
+#: is answered ``invalid`` (EXT_SIP_FIELD_TOO_LONG); every other field of a decision
+#: request is Kamailio's own (its clock, the socket, the transport).
+CALLER_FIELDS = ("call_id", "from_uri", "to_uri", "request_uri", "from_name")
 
 # Characters a URI user part may keep when it is not a telephone number: RFC 3261
 # "unreserved" plus "%" escapes. Anything else could break out of the Contact URI.
 _USER_SAFE = re.compile(r"[^A-Za-z0-9\-_.!~*'()%+]")
 
 
+#: Causes counted in vvp_helper_caller_refusals_total: what a caller sent that was
+#: answered without (or before) a verifier verdict. A fixed set, so the label is bounded.
+RefusalCause = Literal[
+    "nul_byte",
+    "sip_field_too_long",
+    "identity_too_long",
+    "identity_undecodable",
+    "identity_precheck",
+    "replay",
+]
+REFUSAL_CAUSES: tuple[RefusalCause, ...] = get_args(RefusalCause)
+
+
 class BadCallRequest(ValueError):
-    """Kamailio sent something that is not a decision request (a bug or a wrong peer)."""
+    """Kamailio sent something that is not a decision request (a bug or a wrong peer).
+
+    The helper answers it with HTTP 400, and Kamailio then takes its fail-open fallback,
+    so nothing a *caller* sends may raise it. Why each check below cannot be a caller's
+    doing (audit of every 400 the helper gives Kamailio):
+
+    - body not JSON, not an object, a field of the wrong JSON type, a required field
+      absent: Kamailio builds the body with jansson from pseudo-variables that always
+      exist for an INVITE that passed sanity (text the caller sent that jansson cannot
+      encode, or that holds a NUL byte, is answered 400 by Kamailio itself before asking);
+    - a caller field (CALLER_FIELDS) over MAX_FIELD_LEN: NOT a 400, it is answered
+      ``invalid`` (the SIP message may be 16 KiB, any one field of it more than 8 KiB);
+    - too many or too long Identity / P-VVP-* values: NOT a 400 either (``invalid``);
+    - ``cseq``, ``source_port`` not integers: Kamailio sends $(cs{s.int}) and $sp;
+    - ``received_at`` not a finite Unix time: Kamailio sends its own clock, $TV(Sn);
+    - a body over the helper's size limit (HTTP 413, app settings): Kamailio cannot
+      build one, its pv_buffer_size (64 KiB) is the helper's default limit.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +103,8 @@ class CallRequest:
     p_vvp_passport: tuple[str, ...] = ()
     #: Identity header fields that were too many or too long to decode (their names).
     oversized_identity: tuple[str, ...] = ()
+    #: Caller fields (CALLER_FIELDS) longer than MAX_FIELD_LEN, kept cut to that length.
+    oversized_fields: tuple[str, ...] = ()
 
     @property
     def has_nul(self) -> bool:
@@ -79,14 +118,22 @@ class CallRequest:
         if not isinstance(data, dict):
             raise BadCallRequest("decision request must be a JSON object")
 
+        too_long: list[str] = []
+
         def text(key: str, *, required: bool = False) -> str:
             value = data.get(key)
             if value is None:
                 if required:
                     raise BadCallRequest(f"{key} is required")
                 return ""
-            if not isinstance(value, str) or len(value) > MAX_FIELD_LEN:
-                raise BadCallRequest(f"{key} must be a string of at most {MAX_FIELD_LEN}")
+            if not isinstance(value, str):
+                raise BadCallRequest(f"{key} must be a string")
+            if len(value) > MAX_FIELD_LEN:
+                if key not in CALLER_FIELDS:
+                    raise BadCallRequest(f"{key} must be at most {MAX_FIELD_LEN} characters")
+                # Legal SIP, the caller's choice: answered "invalid" by the decision.
+                too_long.append(key)
+                return value[:MAX_FIELD_LEN]
             return value
 
         oversized: list[str] = []
@@ -120,6 +167,9 @@ class CallRequest:
                 raise BadCallRequest("received_at must be a Unix time in seconds") from None
         if isinstance(received, bool) or not isinstance(received, int | float):
             raise BadCallRequest("received_at must be a Unix time in seconds")
+        # nan, inf and 1e20 are numbers too, but no time a datetime can hold.
+        if not (math.isfinite(received) and 0 <= received <= MAX_RECEIVED_AT):
+            raise BadCallRequest("received_at must be a Unix time in seconds")
         return cls(
             call_id=text("call_id", required=True),
             from_uri=text("from_uri", required=True),
@@ -136,6 +186,7 @@ class CallRequest:
             p_vvp_identity=texts("p_vvp_identity"),
             p_vvp_passport=texts("p_vvp_passport"),
             oversized_identity=tuple(oversized),
+            oversized_fields=tuple(too_long),
         )
 
 
@@ -203,10 +254,15 @@ class Decider:
             errors = ({"code": "EXT_HELPER_DEADLINE", "message": "decision took too long"},)
             return conclude(call, policy, "error", errors, error_kind="deadline")
 
+    def _count_refusal(self, cause: RefusalCause) -> None:
+        if self.metrics is not None:
+            self.metrics.caller_refusals.labels(cause).inc()
+
     async def _decide(self, call: CallRequest, policy: Policy) -> Decision:
         errors: tuple[dict[str, str], ...]
         if call.has_nul:
             # Not a verification outcome: the request itself is broken, as SIP sees it.
+            self._count_refusal("nul_byte")
             return Decision(
                 outcome="malformed",
                 status="MALFORMED",
@@ -220,15 +276,24 @@ class Decider:
                 errors=({"code": "EXT_SIP_MALFORMED", "message": "NUL byte"},),
                 error_kind="malformed",
             )
+        if call.oversized_fields:
+            # Legal SIP, but no honest INVITE has a field this long; the caller's doing,
+            # so "invalid" (never "error": that would be the fail-open route).
+            message = f"{', '.join(call.oversized_fields)} longer than {MAX_FIELD_LEN}"
+            errors = ({"code": "EXT_SIP_FIELD_TOO_LONG", "message": message},)
+            self._count_refusal("sip_field_too_long")
+            return conclude(call, policy, "invalid", errors, error_kind="precheck")
         if call.oversized_identity:
             message = f"too many or too long {', '.join(call.oversized_identity)} values"
             errors = ({"code": "PASSPORT_PARSE_FAILED", "message": message},)
+            self._count_refusal("identity_too_long")
             return conclude(call, policy, "invalid", errors, error_kind="precheck")
         found = identity.extract(call.identity, call.p_vvp_identity, call.p_vvp_passport)
         if isinstance(found, identity.Missing):
             return conclude(call, policy, "missing", (), shaken=found.shaken)
         if isinstance(found, identity.Undecodable):
             errors = ({"code": found.code, "message": found.message},)
+            self._count_refusal("identity_undecodable")
             return conclude(call, policy, "invalid", errors, error_kind="precheck")
 
         failures = identity.precheck(
@@ -240,6 +305,7 @@ class Decider:
         )
         if failures:
             errors = tuple({"code": f.code, "message": f.message} for f in failures)
+            self._count_refusal("identity_precheck")
             return conclude(call, policy, "invalid", errors, error_kind="precheck")
 
         if self.replay is not None and await self.replay.is_replay(
@@ -247,6 +313,7 @@ class Decider:
         ):
             if self.metrics is not None:
                 self.metrics.replays.inc()
+            self._count_refusal("replay")
             errors = ({"code": "EXT_PASSPORT_REPLAY", "message": "PASSporT used on another call"},)
             return conclude(call, policy, "invalid", errors, error_kind="replay")
 
@@ -319,7 +386,7 @@ def conclude(
     )
     context["trunk"] = facts.trunk or ""
     context["rule"] = action.section
-    instruction = action.render(context)
+    instruction = no_empty_user(action.render(context))
     return Decision(
         outcome=outcome,
         status=status,
@@ -373,6 +440,24 @@ def call_facts(
         ),
         delegation_depth=verdict.delegation_depth,
     )
+
+
+# A redirect target whose user part rendered empty ("sip:@unverified.example"): the
+# called party was not a number or a user (To: <sip:127.0.0.1>, <urn:service:sos>).
+_EMPTY_USER = re.compile(r"(?i)^<?(sips?|tel):@?(>|;|$|@)")
+
+
+def no_empty_user(instruction: Instruction) -> Instruction:
+    """A redirect to a URI without a user part becomes 484 Address Incomplete.
+
+    Sending ``Contact: <sip:@host>`` (not a valid URI) would leave the next hop to guess.
+    484 says what is wrong (RFC 3261 21.4.22: the Request-URI is incomplete); the
+    policy's headers are kept, so the verdict is still reported. A reject is left as is.
+    """
+    contact = instruction.contact
+    if not 300 <= instruction.code < 400 or contact is None or not _EMPTY_USER.match(contact):
+        return instruction
+    return replace(instruction, code=484, reason="Address Incomplete", contact=None)
 
 
 def claim_statuses(claims: Sequence[Mapping[str, Any]]) -> dict[str, str]:

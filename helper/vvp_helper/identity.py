@@ -47,6 +47,17 @@ DEFAULT_VALIDITY_S = 300
 _MAX_TIMESTAMP = 2**53
 
 _B64URL = re.compile(r"[A-Za-z0-9_\-]*={0,2}")
+# The JWT header typ values the verifier's parser takes (any other string is refused).
+_TYP_ALLOWED = frozenset({"passport", "JWT"})
+# Signature forms the verifier's parser takes: CESR-qualified (a two-character derivation
+# code, then 86 base64url characters: 88 in all) with one of the codes it knows, or plain
+# base64url of the 64 Ed25519 signature bytes (the ordinary JWS form: 86 characters).
+_CESR_SIG_LEN = 88
+_CESR_SIG_CODES = frozenset({"0A", "0B", "0C", "0D", "AA"})
+_JWS_SIG_LEN = 86
+_B64URL_CHARS = re.compile(r"[A-Za-z0-9_\-]+")
+# attest.creds[0] names the dossier as "evd:<url>" when the payload has no evd.
+_EVD_PREFIX = "evd:"
 
 
 class IdentityDecodeError(ValueError):
@@ -84,12 +95,13 @@ class Passport:
     payload: Mapping[str, object]
     signature: str
     alg: str
-    kid: str | None
+    kid: str
     iat: int
     exp: int | None
     orig: str
     dest: tuple[str, ...]
-    evd: str | None
+    #: The dossier URL: ``evd``, or ``attest.creds[0]`` without its ``evd:`` prefix.
+    evd: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +211,8 @@ def decode_passport(jwt: str) -> Passport:
     if len(parts) != 3:
         raise fail("PASSporT must have 3 dot-separated parts")
     raw_header, raw_payload, signature = parts
-    if not signature or not _B64URL.fullmatch(signature):
-        raise fail("PASSporT signature part is not base64url")
+    if not _is_signature(signature):
+        raise fail("PASSporT signature is neither CESR nor a base64url Ed25519 signature")
     header = _decode_json_object(raw_header, "PASSporT header", fail)
     alg = header.get("alg")
     if not isinstance(alg, str) or not alg:
@@ -212,8 +224,13 @@ def decode_passport(jwt: str) -> Passport:
         )
     if header.get("ppt") != "vvp":
         raise fail("PASSporT header ppt must be 'vvp'")
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ not in _TYP_ALLOWED:
+        raise fail("PASSporT header typ must be 'passport' or 'JWT'")
     kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid):
+    # Required in the PASSporT itself, even when a P-VVP-Identity or the Identity info
+    # parameter names the signer: the verifier's parser refuses a header without one.
+    if not isinstance(kid, str) or not kid:
         raise fail("PASSporT header kid must be a non-empty string")
 
     payload = _decode_json_object(raw_payload, "PASSporT payload", fail)
@@ -226,9 +243,7 @@ def decode_passport(jwt: str) -> Passport:
     dest = _numbers(payload, "dest", fail)
     if not dest:
         raise fail("PASSporT dest.tn must not be empty")
-    evd = payload.get("evd")
-    if evd is not None and not isinstance(evd, str):
-        raise fail("PASSporT evd must be a string")
+    evd = _evidence_url(payload, fail)
     card = payload.get("card")
     if card is not None and (
         not isinstance(card, list) or not all(isinstance(line, str) for line in card)
@@ -315,18 +330,18 @@ def extract(
     if len({passport.jwt for passport, _, _ in candidates}) > 1:
         return Undecodable("PASSPORT_PARSE_FAILED", "conflicting PASSporTs")
     if not candidates:
-        if vvp_identity is not None:
-            return Undecodable("PASSPORT_MISSING", "P-VVP-Identity without a PASSporT")
         if unreadable:
             # An Identity header we cannot even classify: treat it as broken, not absent, so
-            # garbage cannot be used to slip a call through the "missing" branch.
+            # garbage cannot be used to slip a call through the "missing" branch. Checked
+            # before the P-VVP-Identity: a PASSporT was sent, it just cannot be read.
             return Undecodable("PASSPORT_PARSE_FAILED", "unreadable Identity header")
+        if vvp_identity is not None:
+            return Undecodable("PASSPORT_MISSING", "P-VVP-Identity without a PASSporT")
         return Missing(shaken=shaken)
 
     passport, source, _ = candidates[0]
     if vvp_identity is None:
-        info = next((info for _, _, info in candidates if info), None)
-        synthesised = _synthesise_vvp_identity(passport, info)
+        synthesised = _synthesise_vvp_identity(passport)
         if isinstance(synthesised, Undecodable):
             return synthesised
         vvp_identity = synthesised
@@ -367,15 +382,16 @@ def _peek_jwt_header(token: str) -> dict[str, object] | None:
         return None
 
 
-def _synthesise_vvp_identity(passport: Passport, info: str | None) -> str | Undecodable:
+def _synthesise_vvp_identity(passport: Passport) -> str | Undecodable:
     """Build the VVP-Identity value the verifier needs from a PASSporT (RFC 8224-only INVITE)."""
-    kid = passport.kid or info
-    if not kid or passport.evd is None:
-        return Undecodable(
-            "VVP_IDENTITY_MISSING",
-            "no P-VVP-Identity, and the PASSporT lacks the kid or evd to build one",
-        )
-    data: dict[str, object] = {"ppt": "vvp", "kid": kid, "evd": passport.evd, "iat": passport.iat}
+    # decode_passport has made sure kid and evd are there (the verifier refuses a
+    # PASSporT without them), so the Identity's info parameter is not needed.
+    data: dict[str, object] = {
+        "ppt": "vvp",
+        "kid": passport.kid,
+        "evd": passport.evd,
+        "iat": passport.iat,
+    }
     # Only copy an explicit exp: the verifier rejects a VVP-Identity exp when the PASSporT
     # has none, so inventing iat+300 here would make a valid call fail.
     if passport.exp is not None:
@@ -446,7 +462,7 @@ def precheck(
             failures.append(
                 PrecheckFailure("PASSPORT_EXPIRED", "VVP-Identity has exp but PASSporT has none")
             )
-        if passport.kid is not None and passport.kid != vi.kid:
+        if passport.kid != vi.kid:
             failures.append(
                 PrecheckFailure("PASSPORT_PARSE_FAILED", "VVP-Identity and PASSporT kid differ")
             )
@@ -508,6 +524,35 @@ def _numbers(payload: Mapping[str, object], key: str, fail: _FailFactory) -> lis
     if not isinstance(tn, list) or not all(isinstance(n, str) and n for n in tn):
         raise fail(f"PASSporT {key}.tn must be a list of non-empty strings")
     return [n for n in tn if isinstance(n, str)]
+
+
+def _evidence_url(payload: Mapping[str, object], fail: _FailFactory) -> str:
+    """The dossier URL as the verifier's parser finds it, or PASSPORT_PARSE_FAILED."""
+    evd = payload.get("evd")
+    if isinstance(evd, str) and evd.strip():
+        return evd
+    attest = payload.get("attest")
+    creds = attest.get("creds") if isinstance(attest, dict) else None
+    first = creds[0] if isinstance(creds, list) and creds else None
+    if isinstance(first, str) and first.startswith(_EVD_PREFIX):
+        return first[len(_EVD_PREFIX) :]
+    raise fail("PASSporT has no evidence URL (evd, or attest.creds[0] 'evd:...')")
+
+
+def _is_signature(signature: str) -> bool:
+    """Whether the verifier's parser takes this signature part (not whether it verifies)."""
+    if not _B64URL_CHARS.fullmatch(signature):
+        return False
+    if len(signature) == _CESR_SIG_LEN:
+        return signature[:2] in _CESR_SIG_CODES
+    if len(signature) != _JWS_SIG_LEN:
+        return False
+    try:
+        raw = base64.urlsafe_b64decode(signature + "==")
+    except binascii.Error:
+        return False
+    # Canonical only: 86 characters carry 516 bits, the last 4 of them must be zero.
+    return len(raw) == 64 and base64.urlsafe_b64encode(raw).decode().rstrip("=") == signature
 
 
 def _is_http_url(value: str) -> bool:

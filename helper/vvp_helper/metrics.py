@@ -42,6 +42,14 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        # Bounded labels: decision.REFUSAL_CAUSES.
+        self.caller_refusals = Counter(
+            "vvp_helper_caller_refusals_total",
+            "Calls answered 'invalid' (or refused as malformed) for what the caller sent, "
+            "before any verifier verdict, by cause. A rise is a caller probing the edge.",
+            ["cause"],
+            registry=r,
+        )
         self.verifier_seconds = Histogram(
             "vvp_helper_verifier_request_duration_seconds",
             "Verifier request latency, seconds (failures included).",

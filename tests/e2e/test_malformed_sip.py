@@ -171,6 +171,12 @@ CORPUS: list[Case] = [
     Case("From without a URI", r(replace={"From": "nothing;tag=1"}),
          (400, "Invalid From Header")),
     Case("Max-Forwards 0", r(replace={"Max-Forwards": "0"}), (483, "Too Many Hops")),
+    Case("Max-Forwards -1", r(replace={"Max-Forwards": "-1"}),
+         (400, "Bad Request - Invalid Max-Forwards")),
+    Case("Max-Forwards 2**32", r(replace={"Max-Forwards": "4294967296"}),
+         (400, "Bad Request - Invalid Max-Forwards")),
+    Case("Max-Forwards not a number", r(replace={"Max-Forwards": "many"}),
+         (400, "Bad Request - Invalid Max-Forwards")),
     Case("request URI not a URI", r(first="INVITE not-a-uri SIP/2.0"),
          (400, "Bad Request URI")),
     Case("request URI sip: without host", r(first="INVITE sip: SIP/2.0"),
@@ -328,7 +334,7 @@ def test_malformed_request_gets_the_right_answer_and_no_decision(edge: Edge, cas
 
 
 def test_the_corpus_is_what_this_file_claims() -> None:
-    assert len(CORPUS) == 38
+    assert len(CORPUS) == 41
     assert len({case.name for case in CORPUS}) == len(CORPUS)
     assert sum(case.transport == "TCP" for case in CORPUS) == 5
 

@@ -115,6 +115,11 @@ async def test_verifier_down_is_error_with_ext_code(serve_helper: ServeHelper) -
         b"[1, 2]",
         b'{"call_id": 5, "from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": 1}',
         b'{"from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": 1}',
+        # Numbers that are no time (a datetime of them raised: HTTP 500 with a traceback).
+        b'{"call_id": "a", "from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": "nan"}',
+        b'{"call_id": "a", "from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": "inf"}',
+        b'{"call_id": "a", "from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": 1e20}',
+        b'{"call_id": "a", "from_uri": "sip:a@b", "to_uri": "sip:c@d", "received_at": "1e20"}',
     ],
 )
 async def test_bad_decision_requests_get_400(helper: httpx.AsyncClient, body: bytes) -> None:

@@ -213,21 +213,11 @@ def test_a_wrong_from_is_refused(edge: Edge) -> None:
     assert final.header("P-Asserted-Identity") is None
 
 
-_VERIFIER_CRASHES = pytest.mark.xfail(
-    reason="the real verifier answers this with HTTP 500 (its parser crashes when a SIP "
-    "context is present), which is `error` here; the helper's pre-check that refuses it "
-    "first is on branch wip/callers",
-    strict=False,
-)
-
-
 @pytest.mark.parametrize(
     "how",
-    [
-        pytest.param("typ", marks=_VERIFIER_CRASHES),
-        pytest.param("no-kid", marks=_VERIFIER_CRASHES),
-        "no-evd",  # the helper's pre-check already refuses it (no evidence URL)
-    ],
+    # The real verifier answers each of these with HTTP 500 when a SIP context is
+    # present; the helper's pre-check must refuse them first.
+    ["typ", "no-kid", "no-evd"],
 )
 def test_a_passport_the_verifier_cannot_parse_is_refused_never_an_error(
     edge: Edge, how: str

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vvp_helper.decision import (
+    CALLER_FIELDS,
     MAX_FIELD_LEN,
     MAX_HEADER_FIELDS,
+    REFUSAL_CAUSES,
     BadCallRequest,
     CallRequest,
     Decider,
@@ -21,6 +26,7 @@ from vvp_helper.decision import (
     uri_user,
 )
 from vvp_helper.identity import PrecheckSettings
+from vvp_helper.metrics import Metrics
 from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
 from vvp_helper.verifier import Verdict, VerifierClient
 from vvp_simulator.passport import mint
@@ -171,11 +177,66 @@ def test_too_many_identity_fields_are_marked_not_refused() -> None:
     assert padded.identity == ()
 
 
-@pytest.mark.parametrize("key", ["call_id", "from_uri", "to_uri", "from_name", "request_uri"])
-def test_from_json_refuses_an_oversize_field(key: str) -> None:
-    CallRequest.from_json(kamailio_body(**{key: "a" * MAX_FIELD_LEN}))
+@pytest.mark.parametrize("key", CALLER_FIELDS)
+def test_an_oversize_caller_field_is_marked_not_refused(key: str) -> None:
+    # Legal SIP within the 16 KiB message limit: a 400 here would hand the call to
+    # Kamailio's fail-open fallback, so the decision answers it "invalid".
+    assert not CallRequest.from_json(kamailio_body(**{key: "a" * MAX_FIELD_LEN})).oversized_fields
+    long = CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
+    assert long.oversized_fields == (key,)
+    assert len(getattr(long, key)) <= MAX_FIELD_LEN
+
+
+@pytest.mark.parametrize("key", ["method", "source_ip", "transport"])
+def test_from_json_refuses_an_oversize_kamailio_field(key: str) -> None:
     with pytest.raises(BadCallRequest, match=key):
         CallRequest.from_json(kamailio_body(**{key: "a" * (MAX_FIELD_LEN + 1)}))
+
+
+@pytest.mark.parametrize("key", CALLER_FIELDS)
+async def test_oversize_caller_field_is_invalid_not_an_error(key: str, policy: Policy) -> None:
+    metrics = Metrics()
+    call = CallRequest.from_json(
+        kamailio_body(received_at=time.time(), **{key: "a" * (MAX_FIELD_LEN + 1)})
+    )
+    judge = decider()
+    judge.metrics = metrics
+    decision = await judge.decide(call, policy)
+    assert decision.outcome == "invalid"
+    assert decision.instruction.code == 403
+    assert ("X-VVP-Error", "EXT_SIP_FIELD_TOO_LONG") in decision.instruction.headers
+    assert (
+        metrics.registry.get_sample_value(
+            "vvp_helper_caller_refusals_total", {"cause": "sip_field_too_long"}
+        )
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), 1e20, -1.0, "nan", "inf", "1e20"]
+)
+def test_from_json_refuses_a_received_at_that_is_no_time(value: object) -> None:
+    with pytest.raises(BadCallRequest, match="received_at"):
+        CallRequest.from_json(kamailio_body(received_at=value))
+
+
+@pytest.mark.parametrize(
+    "to_uri", ["sip:127.0.0.1", "<sip:127.0.0.1>", "<urn:service:sos>", "tel:"]
+)
+async def test_redirect_to_a_called_party_without_user_is_484(to_uri: str, policy: Policy) -> None:
+    decision = await decider().decide(call(to_uri=to_uri), policy)
+    assert decision.outcome == "missing"
+    assert (decision.instruction.code, decision.instruction.reason) == (484, "Address Incomplete")
+    assert decision.instruction.contact is None
+    assert ("X-VVP-Status", "MISSING") in decision.instruction.headers
+
+
+async def test_reject_to_a_called_party_without_user_stays_a_reject(policy: Policy) -> None:
+    decision = await decider().decide(
+        call(to_uri="<sip:127.0.0.1>", p_vvp_identity=["garbage"]), policy
+    )
+    assert decision.instruction.code == 403
 
 
 def test_an_oversize_identity_field_is_marked_not_refused() -> None:
@@ -503,3 +564,84 @@ async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
     # the helper sees the call, and a normal verification goes through.
     decision, _ = await decide_queued(simulator_url, policy, waited=45, deadline=2.0, hang=False)
     assert decision.outcome == "valid"
+
+
+# -- nothing a caller sends makes the decision fail ------------------------------------------
+
+CALLER_TEXT = st.text(max_size=60) | st.sampled_from(
+    ["", "sip:", "<sip:@>", "tel:+", "urn:service:sos", "sip:127.0.0.1", '"\\', "\x00", "\u2028"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    call_id=CALLER_TEXT,
+    from_uri=CALLER_TEXT,
+    to_uri=CALLER_TEXT,
+    from_name=CALLER_TEXT,
+    request_uri=CALLER_TEXT,
+    identity=st.lists(CALLER_TEXT, max_size=3),
+    p_vvp_identity=st.lists(CALLER_TEXT, max_size=2),
+)
+def test_no_caller_content_makes_the_decision_raise(
+    call_id: str,
+    from_uri: str,
+    to_uri: str,
+    from_name: str,
+    request_uri: str,
+    identity: list[str],
+    p_vvp_identity: list[str],
+) -> None:
+    # What Kamailio can send for any INVITE: caller text in the caller fields, the rest
+    # its own. The helper must answer all of it with an instruction (never HTTP 400/500,
+    # which would be Kamailio's fail-open fallback), and never "error" without a verifier
+    # having been asked.
+    body = kamailio_body(
+        received_at=time.time(),
+        call_id=call_id,
+        from_uri=from_uri,
+        to_uri=to_uri,
+        from_name=from_name,
+        request_uri=request_uri,
+        identity=identity,
+        p_vvp_identity=p_vvp_identity,
+    )
+    request = CallRequest.from_json(body)
+    decision = asyncio.run(decider().decide(request, load_policy(DEFAULT_POLICY)))
+    assert 300 <= decision.instruction.code <= 699
+    if decision.outcome == "error":
+        assert decision.errors[0]["code"] == "EXT_VERIFIER_NOT_CONFIGURED"
+    contact = decision.instruction.contact
+    assert contact is None or "sip:@" not in contact
+
+
+@pytest.mark.parametrize(
+    ("cause", "overrides"),
+    [
+        ("nul_byte", {"call_id": "a\x00b"}),
+        ("sip_field_too_long", {"to_uri": "sip:" + "x" * MAX_FIELD_LEN}),
+        ("identity_too_long", {"identity": ["x"] * (MAX_HEADER_FIELDS + 1)}),
+        ("identity_undecodable", {"p_vvp_identity": ["garbage"]}),
+        (
+            "identity_precheck",
+            {"identity": [mint("expired", ORIG, DEST).identity_header()]},
+        ),
+    ],
+)
+async def test_caller_refusals_are_counted_by_cause(
+    cause: str, overrides: dict[str, object], policy: Policy
+) -> None:
+    assert cause in REFUSAL_CAUSES
+    metrics = Metrics()
+    judge = decider()
+    judge.metrics = metrics
+    decision = await judge.decide(call(**overrides), policy)
+    assert decision.instruction.code in (400, 403)
+    samples = {
+        s.labels["cause"]: s.value
+        for metric in metrics.registry.collect()
+        if metric.name == "vvp_helper_caller_refusals"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    }
+    assert samples == {cause: 1.0}

@@ -170,12 +170,120 @@ def test_decode_passport_valid() -> None:
 
 
 def test_decode_passport_optional_fields_absent() -> None:
-    passport = decode_passport(
-        make_jwt(make_header(kid=None), make_payload(exp=None, evd=None, card=None))
-    )
-    assert passport.kid is None
+    passport = decode_passport(make_jwt(make_header(typ=None), make_payload(exp=None, card=None)))
     assert passport.exp is None
-    assert passport.evd is None
+    assert "typ" not in passport.header
+
+
+# What the real verifier's parser refuses (verifier-api.md), one case per rule, with the
+# code it gives. A PASSporT that reaches the verifier with one of these got an HTTP 500
+# from it (the call fell to "error"): the pre-check must find every one of them itself.
+VERIFIER_PARSER_REFUSES: list[tuple[str, str, str]] = [
+    ("typ not passport/JWT", make_jwt(make_header(typ="jwt+passport")), "PASSPORT_PARSE_FAILED"),
+    ("typ lower-case jwt", make_jwt(make_header(typ="jwt")), "PASSPORT_PARSE_FAILED"),
+    ("header without kid", make_jwt(make_header(kid=None)), "PASSPORT_PARSE_FAILED"),
+    ("kid not a string", make_jwt(make_header(kid=["x"])), "PASSPORT_PARSE_FAILED"),
+    ("kid empty", make_jwt(make_header(kid="")), "PASSPORT_PARSE_FAILED"),
+    ("ppt not vvp", make_jwt(make_header(ppt="VVP")), "PASSPORT_PARSE_FAILED"),
+    ("alg missing", make_jwt(make_header(alg=None)), "PASSPORT_PARSE_FAILED"),
+    ("alg none", make_jwt(make_header(alg="none")), "PASSPORT_FORBIDDEN_ALG"),
+    ("alg ES256", make_jwt(make_header(alg="ES256")), "PASSPORT_FORBIDDEN_ALG"),
+    ("iat missing", make_jwt(payload=make_payload(iat=None)), "PASSPORT_PARSE_FAILED"),
+    ("iat a float", make_jwt(payload=make_payload(iat=float(NOW))), "PASSPORT_PARSE_FAILED"),
+    ("orig not an object", make_jwt(payload=make_payload(orig=[ORIG])), "PASSPORT_PARSE_FAILED"),
+    ("dest not an object", make_jwt(payload=make_payload(dest="x")), "PASSPORT_PARSE_FAILED"),
+    ("no evd, no attest", make_jwt(payload=make_payload(evd=None)), "PASSPORT_PARSE_FAILED"),
+    ("evd empty", make_jwt(payload=make_payload(evd="")), "PASSPORT_PARSE_FAILED"),
+    ("evd blank", make_jwt(payload=make_payload(evd="  ")), "PASSPORT_PARSE_FAILED"),
+    (
+        "attest.creds[0] without evd: prefix",
+        make_jwt(payload=make_payload(evd=None, attest={"creds": [EVD]})),
+        "PASSPORT_PARSE_FAILED",
+    ),
+    (
+        "evd: only in attest.creds[1]",
+        make_jwt(payload=make_payload(evd=None, attest={"creds": ["x", "evd:" + EVD]})),
+        "PASSPORT_PARSE_FAILED",
+    ),
+    (
+        "attest not an object",
+        make_jwt(payload=make_payload(evd=None, attest=["evd:" + EVD])),
+        "PASSPORT_PARSE_FAILED",
+    ),
+    (
+        "CESR signature with unknown code",
+        make_jwt().replace(SIG, "1B" + "A" * 86),
+        "PASSPORT_PARSE_FAILED",
+    ),
+    ("signature 87 characters", make_jwt().replace(SIG, "A" * 87), "PASSPORT_PARSE_FAILED"),
+    ("signature 85 characters", make_jwt().replace(SIG, "A" * 85), "PASSPORT_PARSE_FAILED"),
+    ("signature 64 characters", make_jwt().replace(SIG, "A" * 64), "PASSPORT_PARSE_FAILED"),
+    ("signature with padding", make_jwt().replace(SIG, "A" * 86 + "=="), "PASSPORT_PARSE_FAILED"),
+    ("signature not base64url", make_jwt().replace(SIG, "A" * 85 + "+"), "PASSPORT_PARSE_FAILED"),
+]
+
+
+@pytest.mark.parametrize(
+    ("jwt", "code"),
+    [pytest.param(jwt, code, id=name) for name, jwt, code in VERIFIER_PARSER_REFUSES],
+)
+def test_decode_passport_refuses_what_the_verifier_parser_refuses(jwt: str, code: str) -> None:
+    with pytest.raises(IdentityDecodeError) as info:
+        decode_passport(jwt)
+    assert info.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("jwt", "code"),
+    [pytest.param(jwt, code, id=name) for name, jwt, code in VERIFIER_PARSER_REFUSES],
+)
+def test_extract_refuses_what_the_verifier_parser_refuses(jwt: str, code: str) -> None:
+    # With a P-VVP-Identity that supplies the kid and evd, as a caller would send it.
+    for fields in (
+        ([identity_header(jwt)], [make_vvp_identity()], []),
+        ([], [make_vvp_identity()], [jwt]),
+    ):
+        result = extract(*fields)
+        assert isinstance(result, Undecodable), fields
+        assert result.code == code
+
+
+@pytest.mark.parametrize("typ", ["passport", "JWT", None, 7])
+def test_decode_passport_typ_the_verifier_takes(typ: object) -> None:
+    header = make_header(typ=typ) if typ is not None else make_header(typ=None)
+    decode_passport(make_jwt(header))
+
+
+@pytest.mark.parametrize("code", ["0A", "0B", "0C", "0D", "AA"])
+def test_decode_passport_accepts_cesr_signature_codes(code: str) -> None:
+    sig = code + "x" * 86
+    assert decode_passport(make_jwt().replace(SIG, sig)).signature == sig
+
+
+def test_decode_passport_accepts_plain_jws_signature() -> None:
+    sig = base64.urlsafe_b64encode(bytes(range(64))).decode().rstrip("=")
+    assert len(sig) == 86
+    assert decode_passport(make_jwt().replace(SIG, sig)).signature == sig
+
+
+def test_decode_passport_evidence_from_attest_creds() -> None:
+    jwt = make_jwt(payload=make_payload(evd=None, attest={"creds": ["evd:" + EVD, "x"]}))
+    assert decode_passport(jwt).evd == EVD
+
+
+def test_extract_synthesis_uses_attest_creds_evidence() -> None:
+    jwt = make_jwt(payload=make_payload(evd=None, attest={"creds": ["evd:" + EVD]}))
+    result = extract([identity_header(jwt)], [], [])
+    assert isinstance(result, Found)
+    assert decode_vvp_identity(result.vvp_identity).evd == EVD
+
+
+def test_extract_unreadable_identity_with_p_vvp_identity_is_a_parse_failure() -> None:
+    # A PASSporT was sent, it cannot be read: not "missing".
+    for garbage in ("complete garbage", "abc.def.ghi", "<>;ppt=vvp"):
+        result = extract([garbage], [make_vvp_identity()], [])
+        assert isinstance(result, Undecodable), garbage
+        assert result.code == "PASSPORT_PARSE_FAILED", garbage
 
 
 def test_decode_passport_several_destinations() -> None:
@@ -316,29 +424,20 @@ def test_extract_rfc8224_identity_only_synthesises_vvp_identity() -> None:
     assert list(decoded) == ["ppt", "kid", "evd", "iat", "exp"]
 
 
-def test_extract_synthesis_uses_info_when_header_has_no_kid() -> None:
-    jwt = make_jwt(make_header(kid=None))
-    result = extract([f"<{jwt}>;info=<{KID}>;ppt=vvp"], [], [])
-    assert isinstance(result, Found)
-    assert decode_vvp_identity(result.vvp_identity).kid == KID
-
-
 def test_extract_synthesis_omits_exp_when_passport_has_none() -> None:
     result = extract([identity_header(make_jwt(payload=make_payload(exp=None)))], [], [])
     assert isinstance(result, Found)
     assert not decode_vvp_identity(result.vvp_identity).exp_present
 
 
-def test_extract_synthesis_impossible_without_kid_or_evd() -> None:
+def test_extract_without_kid_or_evd_is_a_parse_failure() -> None:
+    # The verifier's parser refuses both, whatever the Identity's info parameter says.
     no_kid = make_jwt(make_header(kid=None))
-    assert extract([f"{no_kid};ppt=vvp"], [], []) == Undecodable(
-        "VVP_IDENTITY_MISSING",
-        "no P-VVP-Identity, and the PASSporT lacks the kid or evd to build one",
-    )
     no_evd = make_jwt(payload=make_payload(evd=None))
-    result = extract([identity_header(no_evd)], [], [])
-    assert isinstance(result, Undecodable)
-    assert result.code == "VVP_IDENTITY_MISSING"
+    for jwt in (no_kid, no_evd):
+        result = extract([f"<{jwt}>;info=<{KID}>;ppt=vvp"], [], [])
+        assert isinstance(result, Undecodable)
+        assert result.code == "PASSPORT_PARSE_FAILED"
 
 
 def test_extract_synthesis_validates_kid_url() -> None:
@@ -610,7 +709,6 @@ def test_precheck_exp_only_in_passport_is_fine() -> None:
 def test_precheck_kid_binding() -> None:
     other = "https://witness.example/oobi/EOTHER/controller"
     assert codes(found(vvp_identity=make_vvp_identity(kid=other))) == ["PASSPORT_PARSE_FAILED"]
-    assert codes(found(make_header(kid=None), vvp_identity=make_vvp_identity(kid=other))) == []
 
 
 def test_precheck_bad_vvp_identity_value() -> None:

@@ -34,7 +34,9 @@ KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
 #: Kamailio internal statistics (xhttp_prom_stats "all") the dashboard or alerts use, and
 #: Prometheus' own per-target series. Add a name here only after checking Kamailio
 #: exports it under exactly that name.
-EXTRA_KNOWN_METRICS = frozenset({"up", "kamailio_tmx_inuse_transactions"})
+EXTRA_KNOWN_METRICS = frozenset(
+    {"up", "kamailio_tmx_inuse_transactions", "kamailio_tcp_current_opened_connections"}
+)
 
 #: PromQL functions, aggregations, operators, keywords and modifiers: identifiers that are
 #: not metric names.
