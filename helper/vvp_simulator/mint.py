@@ -74,14 +74,24 @@ def csv_row(m: MintedIdentity) -> str:
 
 
 def mint_rows(
-    kinds: Sequence[str], count: int, orig: str, dest: str, *, now: int | None = None
+    kinds: Sequence[str],
+    count: int,
+    orig: str,
+    dest: str,
+    *,
+    now: int | None = None,
+    sig_form: str = "cesr",
+    aid_code: str = "D",
 ) -> list[MintedIdentity]:
     """`count` identities, cycling through `kinds` in order."""
     if count < 1:
         raise ValueError("count must be at least 1")
     if not kinds:
         raise ValueError("at least one kind is required")
-    return [mint(kinds[i % len(kinds)], orig, dest, now=now) for i in range(count)]
+    return [
+        mint(kinds[i % len(kinds)], orig, dest, now=now, sig_form=sig_form, aid_code=aid_code)
+        for i in range(count)
+    ]
 
 
 def write_csv(out: TextIO, rows: Iterable[MintedIdentity]) -> int:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from vvp_simulator.faults import Faults
-from vvp_simulator.keys import b64url_decode, decode_cesr_signature
+from vvp_simulator.keys import b64url_decode, decode_signature
 from vvp_simulator.passport import MintedIdentity, mint
 from vvp_simulator.server import SimulatorSettings, start
 from vvp_simulator.verdict import RESPONSE_KEYS
@@ -236,6 +236,8 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         "error_rate": 0.0,
         "force_status": None,
         "inject": False,
+        "parser_crash": False,
+        "stale_revocation_every_s": 0.0,
     }
     assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
     for bad in (
@@ -245,6 +247,9 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         {"force_status": "OK"},
         {"inject": "yes"},
         {"inject": 1},
+        {"parser_crash": 1},
+        {"stale_revocation_every_s": -1},
+        {"stale_revocation_every_s": True},
     ):
         resp = await client.post("/_sim/faults", json=bad)
         assert resp.status_code == 400, bad
@@ -300,7 +305,7 @@ def test_cli_mint_json() -> None:
     data = json.loads(proc.stdout)
     assert data["kind"] == "brand" and data["orig"] == ORIG and data["dest"] == DEST
     assert data["identity"] == f"{data['passport_jwt']};info=<{data['kid']}>;alg=EdDSA;ppt=vvp"
-    assert len(decode_cesr_signature(data["passport_jwt"].split(".")[2])) == 64
+    assert len(decode_signature(data["passport_jwt"].split(".")[2])) == 64
     assert json.loads(b64url_decode(data["vvp_identity"]))["kid"] == data["kid"]
 
 
