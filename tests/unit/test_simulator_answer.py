@@ -1,0 +1,212 @@
+"""The VVP verifier SIMULATOR's answer fields and the failure modes the real verifier has:
+stale-revocation INDETERMINATE, WARNING, and the facts it reports (no network)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from vvp_simulator.answer import DossierCache, simulated_verdict
+from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_ROOT
+from vvp_simulator.faults import Faults
+from vvp_simulator.keys import trusted_keys
+from vvp_simulator.passport import DEMO_ISSUER, DEMO_LOGO_HASH, MintedIdentity, mint
+from vvp_simulator.verdict import (
+    RESPONSE_KEYS,
+    STALE_REVOCATION_REASON,
+    Options,
+    evd_of,
+    verify,
+)
+
+ORIG = "+441923311001"
+DEST = "+441923311006"
+NOW = 1_773_560_788
+TRUSTED = trusted_keys(["vvp-demo-issuer"])
+
+
+def body_for(m: MintedIdentity, now: float = NOW) -> dict[str, Any]:
+    when = datetime.fromtimestamp(now, UTC).isoformat()
+    return {
+        "passport_jwt": m.passport_jwt,
+        "context": {
+            "call_id": "c@h",
+            "received_at": when,
+            "sip": {
+                "from_uri": f"sip:{m.orig}@carrier.example",
+                "to_uri": f"sip:{m.dest}@carrier.example",
+                "invite_time": when,
+            },
+        },
+    }
+
+
+def run(kind: str, options: Options | None = None) -> dict[str, Any]:
+    m = mint(kind, ORIG, DEST, now=NOW)
+    return verify(m.vvp_identity, body_for(m), TRUSTED, float(NOW), options)
+
+
+def claim(resp: dict[str, Any], name: str) -> dict[str, Any]:
+    def walk(node: dict[str, Any]) -> dict[str, Any] | None:
+        if node["name"] == name:
+            return node
+        for child in node["children"]:
+            found = walk(child["node"])
+            if found:
+                return found
+        return None
+
+    found = walk(resp["claims"][0])
+    assert found is not None, name
+    return found
+
+
+def all_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [node, *(n for c in node["children"] for n in all_nodes(c["node"]))]
+
+
+# --- the fields the real verifier fills ------------------------------------------------
+
+
+def test_valid_answer_has_every_field_in_the_real_shape() -> None:
+    resp = run("brand")
+    assert tuple(resp) == RESPONSE_KEYS
+    assert resp["overall_status"] == "VALID" and resp["errors"] is None
+    assert resp["has_variant_limitations"] is False and resp["revocation_pending"] is False
+    assert resp["brand_logo_hash"] == DEMO_LOGO_HASH
+
+    # Two DOSSIER_HAS_ISSUEE ToIP warnings on every answer that read the dossier.
+    warnings = resp["toip_warnings"]
+    assert [w["code"] for w in warnings] == ["DOSSIER_HAS_ISSUEE"] * 2
+    for w in warnings:
+        assert set(w) == {"code", "message", "said", "field_path"}
+    assert [w["field_path"] for w in warnings] == ["a.i", "ri"]
+    assert all(isinstance(w["said"], str) and len(w["said"]) == 44 for w in warnings)
+
+    signer = DEMO_ISSUER.aid
+    (identity,) = resp["issuer_identities"].values()
+    assert list(resp["issuer_identities"]) == [signer]
+    assert identity == {
+        "aid": signer,
+        "legal_name": DEMO_LEGAL_NAME,
+        "lei": DEMO_LEI,
+        "source_said": identity["source_said"],
+        "identity_source": "dossier",
+        "credential_role": "issuee",
+    }
+    assert len(identity["source_said"]) == 44
+
+    chain = resp["delegation_chain"]
+    assert set(chain) == {"chain", "depth", "root_aid", "is_valid", "errors"}
+    assert chain["depth"] == 1 and chain["root_aid"] == DEMO_ROOT.aid
+    assert chain["is_valid"] is True and chain["errors"] == []
+    assert [n["aid"] for n in chain["chain"]] == [signer, DEMO_ROOT.aid]
+    for node in chain["chain"]:
+        assert set(node) == {"aid", "aid_short", "display_name", "is_root", "authorization_status"}
+        assert node["aid_short"] == node["aid"][:16] + "..."
+    assert [n["is_root"] for n in chain["chain"]] == [False, True]
+
+    (vc,) = resp["vetter_constraints"].values()
+    assert list(vc) == [
+        "credential_said",
+        "credential_type",
+        "vetter_certification_said",
+        "constraint_type",
+        "target_value",
+        "allowed_values",
+        "is_authorized",
+        "reason",
+    ]
+
+    # Every claim carries reasons and evidence lists; VALID claims explain with evidence.
+    for node in all_nodes(resp["claims"][0]):
+        assert isinstance(node["reasons"], list) and isinstance(node["evidence"], list)
+        assert all(isinstance(x, str) for x in node["reasons"] + node["evidence"])
+    assert "signature_valid,tier2" in claim(resp, "passport_verified")["evidence"]
+    assert claim(resp, "revocation_clear")["evidence"] == ["all_credentials_unrevoked"]
+
+
+@pytest.mark.parametrize("kind", ["forged", "unknown-signer", "indeterminate"])
+def test_facts_only_from_what_was_verified(kind: str) -> None:
+    resp = run(kind)
+    # Without a verified signature: no signer, no delegation chain.
+    if kind != "indeterminate":
+        assert resp["signer_aid"] is None and resp["delegation_chain"] is None
+    # Without a dossier read: no ToIP warnings, no identities, no vetter constraints.
+    if kind != "unknown-signer":
+        assert resp["toip_warnings"] is None and resp["issuer_identities"] is None
+        assert resp["vetter_constraints"] is None
+
+
+def test_warning_kind() -> None:
+    resp = run("warning")
+    assert resp["overall_status"] == "WARNING" and resp["errors"] is None
+    assert resp["vetter_warning_reason"] == "vetter_not_authorised_for_jurisdiction"
+    assert resp["certainty"] == "none"
+    vetter = claim(resp, "vetter_constraints_valid")
+    assert vetter["status"] == "INVALID"
+    assert vetter["reasons"] == [
+        "Vetter constraint violation: credential issuer not authorized for region"
+    ]
+    assert vetter["evidence"][0].startswith("unauthorized:")
+    (vc,) = resp["vetter_constraints"].values()
+    assert vc["is_authorized"] is False
+
+
+def test_warning_reason_only_with_warning() -> None:
+    for kind in ("valid", "forged", "indeterminate"):
+        assert run(kind)["vetter_warning_reason"] is None
+
+
+# --- stale revocation --------------------------------------------------------------------
+
+
+def test_stale_revocation_is_indeterminate_with_no_errors() -> None:
+    resp = run("valid", Options(cache_hit=True, revocation_stale=True))
+    assert resp["overall_status"] == "INDETERMINATE"
+    assert resp["errors"] is None
+    assert resp["certainty"] == "partial" and resp["revocation_pending"] is False
+    assert resp["cache_hit"] is True
+    revocation = claim(resp, "revocation_clear")
+    assert revocation["status"] == "INDETERMINATE"
+    assert revocation["reasons"] == [STALE_REVOCATION_REASON]
+    assert revocation["evidence"] == ["revocation_data_stale"]
+    assert claim(resp, "dossier_verified")["status"] == "INDETERMINATE"
+    assert resp["claims"][0]["status"] == "INDETERMINATE"
+
+
+def test_stale_needs_a_cache_hit() -> None:
+    assert run("valid", Options(revocation_stale=True))["overall_status"] == "VALID"
+
+
+def test_stale_revocation_once_per_period_per_dossier() -> None:
+    cache = DossierCache()
+    faults = Faults(stale_revocation_every_s=300)
+    a = mint("valid", ORIG, DEST, now=NOW)
+    b = mint("valid", ORIG, DEST, now=NOW, aid_code="B")  # another dossier URL
+    assert evd_of(a.vvp_identity) != evd_of(b.vvp_identity)
+
+    def call(m: MintedIdentity, at: float) -> tuple[str, bool]:
+        resp = simulated_verdict(cache, TRUSTED, faults, m.vvp_identity, body_for(m), at)
+        return resp["overall_status"], resp["cache_hit"]
+
+    assert call(a, NOW) == ("VALID", False)  # first call: fetched, fresh
+    assert call(a, NOW + 100) == ("VALID", True)
+    assert call(b, NOW + 150) == ("VALID", False)
+    assert call(a, NOW + 299) == ("VALID", True)
+    assert call(a, NOW + 300) == ("INDETERMINATE", True)  # one stale answer...
+    assert call(a, NOW + 300) == ("VALID", True)  # ...then the re-check is done
+    assert call(b, NOW + 449) == ("VALID", True)
+    assert call(b, NOW + 450) == ("INDETERMINATE", True)
+    assert call(a, NOW + 599) == ("VALID", True)
+    assert call(a, NOW + 600) == ("INDETERMINATE", True)
+
+
+def test_stale_revocation_off_by_default() -> None:
+    cache = DossierCache()
+    m = mint("valid", ORIG, DEST, now=NOW)
+    for at in (NOW, NOW + 300, NOW + 600):
+        resp = simulated_verdict(cache, TRUSTED, Faults(), m.vvp_identity, body_for(m), at)
+        assert resp["overall_status"] == "VALID", at
