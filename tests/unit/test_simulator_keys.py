@@ -74,9 +74,12 @@ def test_each_signature_form_is_valid(form: str) -> None:
     assert judge(m) == ("VALID", [])
 
 
-@pytest.mark.parametrize("code", SIG_CODES)
+# The codes the verifier's passport.py lists, written out (not SIG_CODES: a test of the
+# constant must not shrink with it).
+@pytest.mark.parametrize("code", ["0A", "0B", "0C", "0D", "AA"])
 def test_every_known_cesr_code_carries_the_same_signature(code: str) -> None:
     # The verifier reads 0A, 0B, 0C, 0D and AA alike: the 86 characters after the code.
+    assert code in SIG_CODES
     m = mint("valid", ORIG, DEST, now=NOW, sig_form="jws")
     plain = m.passport_jwt.rsplit(".", 1)[1]
     assert judge(m, with_signature(m.passport_jwt, code + plain)) == ("VALID", [])
@@ -166,7 +169,7 @@ def test_aid_code_must_be_d_or_b() -> None:
         aid_for_public_key(DEMO_ISSUER.public_bytes, "E")
 
 
-@pytest.mark.parametrize("code", AID_CODES)
+@pytest.mark.parametrize("code", ["D", "B"])
 def test_each_aid_form_is_valid_for_a_trusted_seed(code: str) -> None:
     m = mint("valid", ORIG, DEST, now=NOW, aid_code=code)
     assert f"/oobi/{code}" in m.kid
@@ -175,7 +178,7 @@ def test_each_aid_form_is_valid_for_a_trusted_seed(code: str) -> None:
     assert resp["signer_aid"] == DEMO_ISSUER.aid_for(code)
 
 
-@pytest.mark.parametrize("code", AID_CODES)
+@pytest.mark.parametrize("code", ["D", "B"])
 def test_trusting_an_aid_trusts_that_identifier_only(code: str) -> None:
     other = "B" if code == "D" else "D"
     trusted = trusted_keys(aids=[DEMO_ISSUER.aid_for(code)])
