@@ -16,7 +16,7 @@ from typing import Any
 
 from vvp_helper.httpserver import Response
 from vvp_simulator.faults import Faults
-from vvp_simulator.verdict import Options, evd_of, verify
+from vvp_simulator.verdict import Options, VerdictError, parse_vvp_identity, verify
 
 MAX_DOSSIERS = 10_000  # bound on the fake dossier cache
 # What the real verifier (uvicorn + Starlette) sends for an unhandled exception.
@@ -26,31 +26,27 @@ CRASH_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 @dataclass(slots=True)
 class DossierCache:
-    """Dossiers already verified once, with when their revocation state was last checked.
+    """Dossiers verified before, with when their revocation state was last checked.
 
-    A dossier seen before is a cache hit (the real verifier's verification cache). With
-    the stale_revocation fault on, a hit on a dossier whose last check is older than the
-    fault's period is answered stale once; the background re-check then counts as done
-    at that moment, so the dossier's next calls are fresh again until the next period.
+    As the real verifier's verification cache: keyed by dossier URL and signer kid, filled
+    when a call read the dossier, looked up only by calls whose PASSporT passed. With the
+    stale_revocation fault on, a hit on an entry whose last check is older than the fault's
+    period is answered stale; the background re-check then counts as done at that moment,
+    so the dossier's next calls are fresh again until the next period.
     """
 
-    checked: dict[str, float] = field(default_factory=dict)
+    checked: dict[tuple[str, str], float] = field(default_factory=dict)
 
-    def lookup(self, evd: str | None, now: float, every_s: float) -> tuple[bool, bool]:
-        """(cache_hit, revocation_stale) for a call on dossier `evd` at `now`."""
-        if evd is None or evd not in self.checked:
+    def lookup(self, key: tuple[str, str] | None, now: float, every_s: float) -> tuple[bool, bool]:
+        """(cached, revocation_stale) for a call on this (dossier, kid) at `now`."""
+        if key is None or key not in self.checked:
             return False, False
-        if every_s > 0 and now - self.checked[evd] >= every_s:
-            self.checked[evd] = now
-            return True, True
-        return True, False
+        return True, every_s > 0 and now - self.checked[key] >= every_s
 
-    def store(self, evd: str, now: float) -> None:
-        if evd in self.checked:
-            return
-        if len(self.checked) >= MAX_DOSSIERS:
+    def checked_at(self, key: tuple[str, str], now: float) -> None:
+        if key not in self.checked and len(self.checked) >= MAX_DOSSIERS:
             self.checked.clear()
-        self.checked[evd] = now
+        self.checked[key] = now
 
 
 def simulated_verdict(
@@ -63,13 +59,26 @@ def simulated_verdict(
 ) -> dict[str, Any]:
     """The verdict for one call; raises verdict.ParserCrash where the real verifier crashes
     (only with the parser_crash fault on)."""
-    evd = evd_of(vvp_identity)
-    cache_hit, stale = cache.lookup(evd, now, faults.stale_revocation_every_s)
-    options = Options(cache_hit=cache_hit, revocation_stale=stale, parser_crash=faults.parser_crash)
+    key = cache_key(vvp_identity)
+    cached, stale = cache.lookup(key, now, faults.stale_revocation_every_s)
+    options = Options(cache_hit=cached, revocation_stale=stale, parser_crash=faults.parser_crash)
     result = verify(vvp_identity, body, trusted, now, options)
-    if evd is not None and result["claims"] is not None:
-        cache.store(evd, now)
+    if key is not None:
+        if result["cache_hit"]:
+            if stale:  # the re-check the stale answer queued is done now
+                cache.checked_at(key, now)
+        elif result["toip_warnings"] is not None:  # the call read the dossier: cache it
+            cache.checked_at(key, now)
     return result
+
+
+def cache_key(vvp_identity: str | None) -> tuple[str, str] | None:
+    """(dossier URL, kid) a VVP-Identity names, or None when it does not decode."""
+    try:
+        ident = parse_vvp_identity(vvp_identity, None)
+    except VerdictError:
+        return None
+    return ident.evd, ident.kid
 
 
 def crash_then_close(transport: asyncio.BaseTransport) -> Response:

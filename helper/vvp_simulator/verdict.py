@@ -229,14 +229,6 @@ def parse_vvp_identity(value: str | None, now: float | None) -> Identity:
     return Identity(ppt, kid, evd, iat, exp, exp_provided=True)
 
 
-def evd_of(value: str | None) -> str | None:
-    """The dossier URL a VVP-Identity names, or None (no clock check: for cache keys)."""
-    try:
-        return parse_vvp_identity(value, None).evd
-    except VerdictError:
-        return None
-
-
 def _tn_list(tns: object, name: str, exactly_one: bool) -> list[str]:
     code = "PASSPORT_PARSE_FAILED"
     if not isinstance(tns, list):
@@ -525,7 +517,9 @@ def verify(
         resp["signer_aid"] = signer
         resp["delegation_chain"] = dossier.delegation_chain(signer)
 
-    # The dossier: fetched (faked) only when the PASSporT has no fatal failure.
+    # The dossier: fetched (faked) only when the PASSporT has no fatal failure; the
+    # verification cache is looked up only then too.
+    cache_hit = options.cache_hit and not fatal
     evd = ident.evd
     dossier_claim = _Claim("dossier_verified")
     fetched = False
@@ -537,7 +531,7 @@ def verify(
     else:
         fetched = True
         root_said = dossier.fake_said(evd, "root")
-        if options.cache_hit:
+        if cache_hit:
             dossier_claim.evidence.append("cache_hit:dossier_verification")
         else:
             dossier_claim.evidence.append(f"fetched={evd[:40]}...")
@@ -550,7 +544,7 @@ def verify(
         revocation.fail(INDETERMINATE, "Cannot check revocation: dossier validation failed")
     else:
         chain.evidence.append(f"chain_valid:{dossier.fake_said(evd, 'LE')[:12]}...")
-        if options.cache_hit and options.revocation_stale:
+        if cache_hit and options.revocation_stale:
             revocation.fail(INDETERMINATE, STALE_REVOCATION_REASON)
             revocation.evidence.append("revocation_data_stale")
         else:
@@ -645,7 +639,7 @@ def verify(
     resp["certainty"] = certainty_for(overall)
     resp["claims"] = [root]
     resp["errors"] = errors.items or None
-    resp["cache_hit"] = options.cache_hit
+    resp["cache_hit"] = cache_hit
     return resp
 
 

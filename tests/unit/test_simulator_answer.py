@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from vvp_simulator.answer import DossierCache, simulated_verdict
+from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
 from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_ROOT
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import trusted_keys
@@ -17,7 +17,6 @@ from vvp_simulator.verdict import (
     RESPONSE_KEYS,
     STALE_REVOCATION_REASON,
     Options,
-    evd_of,
     verify,
 )
 
@@ -186,7 +185,7 @@ def test_stale_revocation_once_per_period_per_dossier() -> None:
     faults = Faults(stale_revocation_every_s=300)
     a = mint("valid", ORIG, DEST, now=NOW)
     b = mint("valid", ORIG, DEST, now=NOW, aid_code="B")  # another dossier URL
-    assert evd_of(a.vvp_identity) != evd_of(b.vvp_identity)
+    assert cache_key(a.vvp_identity) != cache_key(b.vvp_identity)
 
     def call(m: MintedIdentity, at: float) -> tuple[str, bool]:
         resp = simulated_verdict(cache, TRUSTED, faults, m.vvp_identity, body_for(m), at)
@@ -210,3 +209,21 @@ def test_stale_revocation_off_by_default() -> None:
     for at in (NOW, NOW + 300, NOW + 600):
         resp = simulated_verdict(cache, TRUSTED, Faults(), m.vvp_identity, body_for(m), at)
         assert resp["overall_status"] == "VALID", at
+
+
+def test_cache_hit_as_the_verifiers_verification_cache() -> None:
+    cache = DossierCache()
+
+    def call(m: MintedIdentity) -> tuple[str, bool]:
+        resp = simulated_verdict(cache, TRUSTED, Faults(), m.vvp_identity, body_for(m), NOW)
+        return resp["overall_status"], resp["cache_hit"]
+
+    # A call that never read the dossier does not fill the cache.
+    assert call(mint("indeterminate", ORIG, DEST, now=NOW)) == ("INDETERMINATE", False)
+    assert call(mint("indeterminate", ORIG, DEST, now=NOW)) == ("INDETERMINATE", False)
+    assert call(mint("valid", ORIG, DEST, now=NOW)) == ("VALID", False)
+    assert call(mint("valid", ORIG, DEST, now=NOW)) == ("VALID", True)
+    # Same dossier, but a PASSporT that fails: the cache is not consulted.
+    assert call(mint("forged", ORIG, DEST, now=NOW)) == ("INVALID", False)
+    # Keyed by dossier and kid: the same key's B AID is another entry.
+    assert call(mint("valid", ORIG, DEST, now=NOW, aid_code="B")) == ("VALID", False)
