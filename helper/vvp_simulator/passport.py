@@ -34,6 +34,7 @@ KINDS: tuple[str, ...] = (
     "wrong-number",
     "indeterminate",
     "warning",
+    "delegated",
 )
 
 DEMO_ISSUER = SigningKey.from_seed_text(DEMO_ISSUER_SEED)
@@ -45,6 +46,7 @@ DOSSIER_BASE = "http://dossier.demo.example"
 # Path markers the simulator's verdict logic recognises (see verdict.py).
 UNREACHABLE_MARKER = "/unreachable/"
 OUT_OF_JURISDICTION_MARKER = "/out-of-jurisdiction/"
+DELEGATED_MARKER = "/delegated/"  # the signer is a delegate of the organisation's AID
 
 # The logo's integrity hash as the VVP issuer writes it (a Blake3 SAID in the LOGO line's
 # HASH parameter); the verifier answers it as brand_logo_hash. Demo value, not a real digest.
@@ -148,6 +150,8 @@ def mint(
         dossier_dir = UNREACHABLE_MARKER.strip("/")
     elif kind == "warning":
         dossier_dir = OUT_OF_JURISDICTION_MARKER.strip("/")
+    elif kind == "delegated":
+        dossier_dir = DELEGATED_MARKER.strip("/")
     evd = f"{DOSSIER_BASE}/{dossier_dir}/{named.aid_for(aid_code)}"
 
     header = {"alg": "EdDSA", "ppt": "vvp", "kid": kid, "typ": "passport"}

@@ -21,7 +21,11 @@ from typing import Any
 from vvp_helper import jsonfast
 from vvp_simulator import dossier
 from vvp_simulator.keys import aid_from_oobi, decode_signature, verify_signature
-from vvp_simulator.passport import OUT_OF_JURISDICTION_MARKER, UNREACHABLE_MARKER
+from vvp_simulator.passport import (
+    DELEGATED_MARKER,
+    OUT_OF_JURISDICTION_MARKER,
+    UNREACHABLE_MARKER,
+)
 
 VALID = "VALID"
 INVALID = "INVALID"
@@ -75,13 +79,24 @@ _SEVERITY = {VALID: 0, INDETERMINATE: 1, INVALID: 2}
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.() ")
 
 
-class VerdictError(ValueError):
-    """A failure with the verifier's error code (parser, binding, expiry)."""
+# The verifier's error messages per code (its exceptions.py), around the detail.
+_MESSAGES = {
+    "VVP_IDENTITY_MISSING": "VVP-Identity header is missing or empty",
+    "VVP_IDENTITY_INVALID": "VVP-Identity header is invalid: {}",
+    "PASSPORT_MISSING": "PASSporT JWT is missing or empty",
+    "PASSPORT_PARSE_FAILED": "PASSporT parse failed: {}",
+    "PASSPORT_FORBIDDEN_ALG": "PASSporT uses forbidden algorithm: {}",
+    "PASSPORT_EXPIRED": "PASSporT expired: {}",
+}
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
+
+class VerdictError(ValueError):
+    """A failure with the verifier's error code (parser, binding, expiry) and message."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
         self.code = code
-        self.message = message
+        self.message = _MESSAGES.get(code, "{}").format(detail)
+        super().__init__(self.message)
 
 
 class ParserCrash(Exception):
@@ -170,16 +185,17 @@ def _b64_lenient(text: str) -> bytes:
 
 
 def _json_part(text: str, part: str, code: str) -> dict[str, Any]:
+    where = f"{part} " if part else ""
     try:
         raw = _b64_lenient(text)
     except (ValueError, UnicodeEncodeError) as exc:
-        raise VerdictError(code, f"{part} base64url decode failed: {exc}") from exc
+        raise VerdictError(code, f"{where}base64url decode failed: {exc}") from exc
     try:
         obj = jsonfast.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise VerdictError(code, f"{part} JSON parse failed: {exc}") from exc
+        raise VerdictError(code, f"{where}JSON parse failed: {exc}") from exc
     if not isinstance(obj, dict):
-        raise VerdictError(code, f"{part} JSON root must be an object")
+        raise VerdictError(code, f"{where}JSON root must be an object")
     return obj
 
 
@@ -196,12 +212,13 @@ def _integer(value: object) -> int | None:
 
 def _required_string(data: dict[str, Any], name: str, part: str, code: str) -> str:
     value = data.get(name)
+    where = f"{part} " if part else ""
     if name not in data:
-        raise VerdictError(code, f"{part} missing required field: {name}")
+        raise VerdictError(code, f"{where}missing required field: {name}")
     if not isinstance(value, str):
-        raise VerdictError(code, f"{part} field {name} must be a string")
+        raise VerdictError(code, f"{where}field {name} must be a string")
     if not value.strip():
-        raise VerdictError(code, f"{part} field {name} must not be empty")
+        raise VerdictError(code, f"{where}field {name} must not be empty")
     return value
 
 
@@ -210,22 +227,22 @@ def parse_vvp_identity(value: str | None, now: float | None) -> Identity:
 
     `now` None skips the verifier's "iat not in the future" check (for cache keys)."""
     if not value or not value.strip():
-        raise VerdictError("VVP_IDENTITY_MISSING", "VVP-Identity header is missing")
+        raise VerdictError("VVP_IDENTITY_MISSING")
     code = "VVP_IDENTITY_INVALID"
-    obj = _json_part(value.strip(), "VVP-Identity", code)
-    ppt = _required_string(obj, "ppt", "VVP-Identity", code)
-    kid = _required_string(obj, "kid", "VVP-Identity", code)
-    evd = _required_string(obj, "evd", "VVP-Identity", code)
+    obj = _json_part(value.strip(), "", code)
+    ppt = _required_string(obj, "ppt", "", code)
+    kid = _required_string(obj, "kid", "", code)
+    evd = _required_string(obj, "evd", "", code)
     iat = _integer(obj.get("iat"))
     if iat is None:
-        raise VerdictError(code, "VVP-Identity field iat must be an integer")
+        raise VerdictError(code, "field iat must be an integer")
     if now is not None and iat > int(now) + CLOCK_SKEW_S:
         raise VerdictError(code, f"iat {iat} is in the future beyond clock skew")
     if "exp" not in obj:
         return Identity(ppt, kid, evd, iat, iat + MAX_VALIDITY_S, exp_provided=False)
     exp = _integer(obj["exp"])
     if exp is None:
-        raise VerdictError(code, "VVP-Identity field exp must be an integer")
+        raise VerdictError(code, "field exp must be an integer")
     return Identity(ppt, kid, evd, iat, exp, exp_provided=True)
 
 
@@ -263,10 +280,12 @@ def parse_passport(jwt: str | None) -> Passport:
     PASSPORT_MISSING, PASSPORT_FORBIDDEN_ALG or PASSPORT_PARSE_FAILED on failure."""
     code = "PASSPORT_PARSE_FAILED"
     if not jwt or not jwt.strip():
-        raise VerdictError("PASSPORT_MISSING", "PASSporT is missing")
+        raise VerdictError("PASSPORT_MISSING")
     parts = jwt.strip().split(".")
     if len(parts) != 3:
-        raise VerdictError(code, f"JWT must have 3 parts, got {len(parts)}")
+        raise VerdictError(
+            code, f"JWT must have 3 parts (header.payload.signature), got {len(parts)}"
+        )
     raw_header, raw_payload, raw_signature = parts
 
     header = _json_part(raw_header, "header", code)
@@ -275,11 +294,11 @@ def parse_passport(jwt: str | None) -> Passport:
     _required_string(header, "kid", "header", code)
     typ = header.get("typ")
     if isinstance(typ, str) and typ not in _ALLOWED_TYPS:
-        raise VerdictError(code, f"typ must be 'passport' or 'JWT' when present, got {typ!r}")
+        raise VerdictError(code, f"typ must be 'passport' or 'JWT' when present, got '{typ}'")
     if alg not in _ALLOWED_ALGS:
-        raise VerdictError("PASSPORT_FORBIDDEN_ALG", f"algorithm {alg!r} is forbidden")
+        raise VerdictError("PASSPORT_FORBIDDEN_ALG", alg)
     if ppt != "vvp":
-        raise VerdictError(code, f"ppt must be 'vvp' for VVP PASSporTs, got {ppt!r}")
+        raise VerdictError(code, f"ppt must be 'vvp' for VVP PASSporTs, got '{ppt}'")
 
     payload = _json_part(raw_payload, "payload", code)
     if "iat" not in payload or _integer(payload["iat"]) is None:
@@ -369,37 +388,50 @@ def _sip_context(body: Mapping[str, Any]) -> dict[str, Any] | None:
     return sip if isinstance(sip, dict) else None
 
 
+def _e164(text: str) -> str | None:
+    digits = tn_digits(text)
+    return None if digits is None else "+" + digits
+
+
 def _check_context(pp: Passport | None, sip: dict[str, Any] | None) -> _Claim:
+    """context_aligned as the verifier checks it: From, then To, then timing; it stops at
+    the first mismatch (one reason, one CONTEXT_MISMATCH), with its messages."""
     claim = _Claim("context_aligned")
     if sip is None or pp is None:
         claim.fail(INDETERMINATE, "SIP context not provided")
         claim.evidence.append("sip_context:absent")
         return claim
     claim.evidence.append("sip_context:present")
-    orig_tn = tn_digits(pp.payload["orig"]["tn"][0])
-    dest_tns = {tn_digits(t) for t in pp.payload["dest"]["tn"]}
-    from_uri, to_uri = sip.get("from_uri"), sip.get("to_uri")
-    # The verifier stops at the first mismatch: one reason, one CONTEXT_MISMATCH.
-    if not isinstance(from_uri, str) or orig_tn is None or tn_digits(from_uri) != orig_tn:
-        claim.fail(INVALID, f"From {from_uri!r} does not match orig.tn")
+    from_uri, to_uri = str(sip.get("from_uri", "")), str(sip.get("to_uri", ""))
+    orig = _e164(pp.payload["orig"]["tn"][0])
+    from_tn = _e164(from_uri)
+    if from_tn is None:
+        claim.fail(INVALID, f"Could not extract phone from SIP From URI: {from_uri[:50]}")
         return claim
-    claim.evidence.append("orig_aligned")
-    to_tn = tn_digits(to_uri) if isinstance(to_uri, str) else None
-    if to_tn is None or to_tn not in dest_tns:
-        claim.fail(INVALID, f"To {to_uri!r} is not in dest.tn")
+    if from_tn != orig:
+        claim.fail(INVALID, f"orig.tn '{orig}' != From URI '{from_tn}'")
         return claim
-    claim.evidence.append("dest_aligned")
+    claim.evidence.append(f"orig_aligned:{orig}")
+    dests = [_e164(t) for t in pp.payload["dest"]["tn"]]
+    to_tn = _e164(to_uri)
+    if to_tn is None:
+        claim.fail(INVALID, f"Could not extract phone from SIP To URI: {to_uri[:50]}")
+        return claim
+    if to_tn not in dests:
+        claim.fail(INVALID, f"To URI '{to_tn}' not in dest.tn {dests}")
+        return claim
+    claim.evidence.append(f"dest_aligned:{to_tn}")
     invite_time = sip.get("invite_time")
-    if invite_time is not None:
-        try:
-            delta = abs(pp.payload["iat"] - _parse_time(str(invite_time)))
-        except ValueError:
-            claim.fail(INVALID, f"invite_time {invite_time!r} is not RFC 3339")
-            return claim
-        if delta > CONTEXT_TOLERANCE_S:
-            claim.fail(INVALID, f"iat is {delta:.0f} s from the INVITE time")
-            return claim
-        claim.evidence.append("timing_aligned")
+    try:
+        invite = _parse_time(str(invite_time))
+    except ValueError:
+        claim.fail(INDETERMINATE, f"Could not parse invite_time: {invite_time}")
+        return claim
+    drift = int(abs(pp.payload["iat"] - invite))
+    if drift > CONTEXT_TOLERANCE_S:
+        claim.fail(INVALID, f"iat drift {drift}s exceeds {CONTEXT_TOLERANCE_S}s tolerance")
+        return claim
+    claim.evidence.append(f"timing_aligned:drift={drift}s")
     return claim
 
 
@@ -466,8 +498,13 @@ def _check_signature(
         claim.fail(INDETERMINATE, "signer key state unresolved")
         return None
     if not verify_signature(trusted[aid], pp.signature, pp.signing_input):
-        errors.add("PASSPORT_SIG_INVALID", "Ed25519 signature verification failed")
-        claim.fail(INVALID, "Ed25519 signature verification failed")
+        at = datetime.fromtimestamp(pp.payload["iat"], UTC).isoformat(timespec="seconds")
+        message = (
+            f"Ed25519 signature verification failed for kid={kid[:20]}... "
+            f"at reference time {at} (key state seq=0)"
+        )
+        errors.add("PASSPORT_SIG_INVALID", message)
+        claim.fail(INVALID, message)
         return None
     claim.evidence.append("signature_valid,tier2")
     return aid
@@ -515,7 +552,8 @@ def verify(
         fatal = passport.status == INVALID
     if signer is not None:
         resp["signer_aid"] = signer
-        resp["delegation_chain"] = dossier.delegation_chain(signer)
+        if DELEGATED_MARKER in ident.evd:
+            resp["delegation_chain"] = dossier.delegation_chain(signer)
 
     # The dossier: fetched (faked) only when the PASSporT has no fatal failure; the
     # verification cache is looked up only then too.
@@ -530,12 +568,9 @@ def verify(
         dossier_claim.fail(INDETERMINATE, f"cannot fetch dossier {evd}")
     else:
         fetched = True
-        root_said = dossier.fake_said(evd, "root")
+        dossier_claim.evidence.extend(dossier.dossier_evidence(evd))
         if cache_hit:
             dossier_claim.evidence.append("cache_hit:dossier_verification")
-        else:
-            dossier_claim.evidence.append(f"fetched={evd[:40]}...")
-        dossier_claim.evidence.extend([f"dag_valid,root={root_said}", "toip_warnings=2"])
 
     chain = _Claim("chain_verified")
     revocation = _Claim("revocation_clear")
@@ -543,23 +578,25 @@ def verify(
         chain.fail(INDETERMINATE, "Cannot validate chain: dossier validation failed")
         revocation.fail(INDETERMINATE, "Cannot check revocation: dossier validation failed")
     else:
-        chain.evidence.append(f"chain_valid:{dossier.fake_said(evd, 'LE')[:12]}...")
-        if cache_hit and options.revocation_stale:
+        chain.evidence.extend(dossier.chain_evidence(evd))
+        if not cache_hit:  # checked now, credential by credential
+            revocation.evidence.extend(dossier.revocation_evidence(evd))
+        elif options.revocation_stale:
             revocation.fail(INDETERMINATE, STALE_REVOCATION_REASON)
             revocation.evidence.append("revocation_data_stale")
-        else:
+        else:  # the cached check is fresh
             revocation.evidence.append("all_credentials_unrevoked")
         resp["toip_warnings"] = dossier.toip_warnings(evd)
-        if pp is not None:
-            resp["issuer_identities"] = dossier.issuer_identities(
-                evd, aid_from_oobi(pp.header["kid"]) or pp.header["kid"]
-            )
 
     party, tn_rights = _Claim("party_authorized"), _Claim("tn_rights_valid")
     if fetched and pp is not None:
-        if aid_from_oobi(pp.header["kid"]) in trusted:
-            party.evidence.append("delegation_chain_valid")
-            tn_rights.evidence.append("tn_in_allocation")
+        kid_aid = aid_from_oobi(pp.header["kid"]) or pp.header["kid"]
+        resp["issuer_identities"] = dossier.issuer_identities(evd, kid_aid)
+        if kid_aid in trusted:
+            party.evidence.extend(dossier.party_evidence(evd, kid_aid))
+            tn_rights.evidence.extend(
+                dossier.tn_rights_evidence(evd, kid_aid, pp.payload["orig"]["tn"][0])
+            )
         else:  # no key state for the signer: its authority cannot be tied to the dossier
             party.fail(INDETERMINATE, "signer key state unresolved")
             tn_rights.fail(INDETERMINATE, "Cannot validate: signer unresolved")
@@ -588,16 +625,24 @@ def verify(
     brand: _Claim | None = None
     if isinstance(card, list) and card:
         brand = _Claim("brand_verified")
+        name, logo, logo_hash = _card_brand([str(line) for line in card])
+        brand.evidence.append("card:present")
+        brand.evidence.extend(
+            f"{what}:{value[:40]}..." if len(value) > 40 else f"{what}:{value}"
+            for what, value in (("brand_name", name), ("brand_logo_url", logo))
+            if value is not None
+        )
         if not fetched:
-            brand.fail(INVALID, "brand credential cannot be verified: no dossier")
+            brand.fail(INVALID, "No brand credential found in dossier")
             errors.add("BRAND_CREDENTIAL_INVALID", brand.reasons[0])
         else:
-            brand.evidence.append(f"brand_credential:{dossier.fake_said(evd, 'Brand')[:16]}...")
+            brand.evidence.extend(dossier.brand_evidence(evd))
         children.append((True, brand.node()))
         if brand.status in (VALID, INDETERMINATE):
-            brand_card = [str(line) for line in card]
-            resp["brand_name"], resp["brand_logo_url"], resp["brand_logo_hash"] = _card_brand(
-                brand_card
+            resp["brand_name"], resp["brand_logo_url"], resp["brand_logo_hash"] = (
+                name,
+                logo,
+                logo_hash,
             )
     if pp is not None and isinstance(pp.payload.get("goal"), str):
         goal = _Claim("business_logic_verified")
@@ -608,8 +653,7 @@ def verify(
     out_of_area = False
     if fetched and pp is not None:
         out_of_area = OUT_OF_JURISDICTION_MARKER in evd
-        orig = tn_digits(pp.payload["orig"]["tn"][0]) or ""
-        constraints = dossier.vetter_constraints(evd, orig, out_of_area)
+        constraints = dossier.vetter_constraints(evd, out_of_area)
         resp["vetter_constraints"] = constraints
         for said, info in constraints.items():
             state = "authorized" if info["is_authorized"] else "unauthorized"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
-from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_ROOT
+from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_QVI_AID, DEMO_ROOT
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import trusted_keys
 from vvp_simulator.passport import DEMO_ISSUER, DEMO_LOGO_HASH, MintedIdentity, mint
@@ -85,27 +85,25 @@ def test_valid_answer_has_every_field_in_the_real_shape() -> None:
     assert all(isinstance(w["said"], str) and len(w["said"]) == 44 for w in warnings)
 
     signer = DEMO_ISSUER.aid
-    (identity,) = resp["issuer_identities"].values()
-    assert list(resp["issuer_identities"]) == [signer]
-    assert identity == {
-        "aid": signer,
-        "legal_name": DEMO_LEGAL_NAME,
-        "lei": DEMO_LEI,
-        "source_said": identity["source_said"],
-        "identity_source": "dossier",
-        "credential_role": "issuee",
-    }
-    assert len(identity["source_said"]) == 44
-
-    chain = resp["delegation_chain"]
-    assert set(chain) == {"chain", "depth", "root_aid", "is_valid", "errors"}
-    assert chain["depth"] == 1 and chain["root_aid"] == DEMO_ROOT.aid
-    assert chain["is_valid"] is True and chain["errors"] == []
-    assert [n["aid"] for n in chain["chain"]] == [signer, DEMO_ROOT.aid]
-    for node in chain["chain"]:
-        assert set(node) == {"aid", "aid_short", "display_name", "is_root", "authorization_status"}
-        assert node["aid_short"] == node["aid"][:16] + "..."
-    assert [n["is_root"] for n in chain["chain"]] == [False, True]
+    identities = resp["issuer_identities"]
+    assert list(identities) == [DEMO_QVI_AID, signer]
+    for aid, identity in identities.items():
+        assert list(identity) == [
+            "aid",
+            "legal_name",
+            "lei",
+            "source_said",
+            "identity_source",
+            "credential_role",
+        ]
+        assert identity["aid"] == aid and len(identity["source_said"]) == 44
+        assert (identity["identity_source"], identity["credential_role"]) == ("dossier", "issuee")
+    assert (identities[signer]["legal_name"], identities[signer]["lei"]) == (
+        DEMO_LEGAL_NAME,
+        DEMO_LEI,
+    )
+    # A signer that is not delegated has no delegation chain (as the real VVP stack's).
+    assert resp["delegation_chain"] is None
 
     (vc,) = resp["vetter_constraints"].values()
     assert list(vc) == [
@@ -124,7 +122,29 @@ def test_valid_answer_has_every_field_in_the_real_shape() -> None:
         assert isinstance(node["reasons"], list) and isinstance(node["evidence"], list)
         assert all(isinstance(x, str) for x in node["reasons"] + node["evidence"])
     assert "signature_valid,tier2" in claim(resp, "passport_verified")["evidence"]
-    assert claim(resp, "revocation_clear")["evidence"] == ["all_credentials_unrevoked"]
+    # A first call checks each credential; a cached one reports the cached check.
+    evidence = claim(resp, "revocation_clear")["evidence"]
+    assert evidence[-1] == "checked:5,inline:5,queried:0"
+    assert all(e.startswith("active:") for e in evidence[:-1]) and len(evidence) == 6
+    cached = run("brand", Options(cache_hit=True))
+    assert claim(cached, "revocation_clear")["evidence"] == ["all_credentials_unrevoked"]
+    assert claim(cached, "dossier_verified")["evidence"][-1] == "cache_hit:dossier_verification"
+
+
+def test_delegated_signer_has_its_delegation_chain() -> None:
+    resp = run("delegated")
+    assert resp["overall_status"] == "VALID"
+    signer = DEMO_ISSUER.aid
+    chain = resp["delegation_chain"]
+    assert set(chain) == {"chain", "depth", "root_aid", "is_valid", "errors"}
+    assert chain["depth"] == 1 and chain["root_aid"] == DEMO_ROOT.aid
+    assert chain["is_valid"] is True and chain["errors"] == []
+    assert [n["aid"] for n in chain["chain"]] == [signer, DEMO_ROOT.aid]
+    for node in chain["chain"]:
+        assert list(node) == ["aid", "aid_short", "display_name", "is_root", "authorization_status"]
+        assert node["aid_short"] == node["aid"][:16] + "..."
+        assert node["authorization_status"] == "VALID"
+    assert [n["is_root"] for n in chain["chain"]] == [False, True]
 
 
 @pytest.mark.parametrize("kind", ["forged", "unknown-signer", "indeterminate"])

@@ -170,6 +170,7 @@ EXPECTED = {
     "wrong-number": ("INVALID", "CONTEXT_MISMATCH"),
     "indeterminate": ("INDETERMINATE", "DOSSIER_FETCH_FAILED"),
     "warning": ("WARNING", None),
+    "delegated": ("VALID", None),
 }
 
 
@@ -193,7 +194,7 @@ def test_each_kind_gets_its_verdict(kind: str) -> None:
     assert resp["certainty"] == {"VALID": "full", "INDETERMINATE": "partial"}.get(status, "none")
     assert resp["revocation_pending"] is False and resp["cache_hit"] is False
     # As the verifier: signer_aid only once the signature verified against the signer's key.
-    verified = kind in ("valid", "brand", "wrong-number", "indeterminate", "warning")
+    verified = kind in ("valid", "brand", "wrong-number", "indeterminate", "warning", "delegated")
     expected_signer = aid_from_oobi(mint(kind, ORIG, DEST, now=NOW).kid) if verified else None
     assert resp["signer_aid"] == expected_signer
 
