@@ -168,6 +168,7 @@ def brand_evidence(evd: str) -> list[str]:
     return [
         f"brand_credential:{root_said(evd)[:16]}...",
         "card.org:matched",
+        "card.nickname:matched",
         "card.logo:matched",
         f"jl_valid:le\u2192{fake_said(evd, 'LE')[:12]}...",
     ]

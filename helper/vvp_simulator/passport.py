@@ -54,6 +54,7 @@ DEMO_LOGO_HASH = "EO_zHbyP7KiIf1Zfz04eEEbal89nbkA1pyfvNv09SqT3"
 DEMO_LOGO_URL = "https://brand.demo.example/acme.png"
 DEMO_CARD: tuple[str, ...] = (
     "ORG:Acme Bank",
+    "NICKNAME:Acme",
     f"LOGO;HASH={DEMO_LOGO_HASH};VALUE=URI:{DEMO_LOGO_URL}",
 )
 
@@ -154,7 +155,8 @@ def mint(
         dossier_dir = DELEGATED_MARKER.strip("/")
     evd = f"{DOSSIER_BASE}/{dossier_dir}/{named.aid_for(aid_code)}"
 
-    header = {"alg": "EdDSA", "ppt": "vvp", "kid": kid, "typ": "passport"}
+    # typ "JWT" as the VVP issuer writes it (the verifier also accepts "passport").
+    header = {"alg": "EdDSA", "ppt": "vvp", "kid": kid, "typ": "JWT"}
     payload: dict[str, Any] = {
         "iat": iat,
         "exp": exp,
@@ -165,7 +167,9 @@ def mint(
         # second are still two different PASSporTs (an edge's replay check tells them apart).
         "origid": str(uuid.uuid4()),
     }
-    if kind == "brand":
+    if kind in ("brand", "warning"):
+        # The vetter warning is about the brand credential's jurisdiction: its PASSporT
+        # carries the brand, as the real issuer's do.
         payload["card"] = list(DEMO_CARD)
 
     jwt = sign_jwt(header, payload, signer, sig_form)

@@ -127,7 +127,7 @@ def test_minted_passport_has_contract_header_payload_and_signature() -> None:
         "alg": "EdDSA",
         "ppt": "vvp",
         "kid": m.kid,
-        "typ": "passport",
+        "typ": "JWT",
     }
     body = json.loads(b64url_decode(payload))
     assert body["iat"] == NOW and body["exp"] == NOW + 300
