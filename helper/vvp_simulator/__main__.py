@@ -5,9 +5,9 @@ python -m vvp_simulator serve [--host H] [--port P] [--latency-ms N] [--mode M]
                               [--stale-revocation-every-s S]
                               [--trust-seed TEXT ...] [--trust-aid AID ...]
 python -m vvp_simulator mint --kind K --orig TN --dest TN [--format headers|json|env]
-                             [--sig-form cesr|jws] [--aid-code D|B]
+                             [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 python -m vvp_simulator mint-csv --out FILE --count N --kind K[,K2...] --orig TN --dest TN
-                                 [--sig-form cesr|jws] [--aid-code D|B]
+                                 [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from vvp_simulator.faults import FORCEABLE_STATUSES, MODES, Faults
-from vvp_simulator.keys import AID_CODES, DEMO_ISSUER_SEED, SIG_FORMS
+from vvp_simulator.keys import AID_CODES, DEMO_ISSUER_SEED, SIG_FORMS, SigningKey
 from vvp_simulator.mint import FORMATS, mint_rows, render, write_csv
 from vvp_simulator.passport import KINDS, mint
 from vvp_simulator.server import SimulatorSettings, serve_forever
@@ -115,6 +115,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _signature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--seed",
+        default=DEMO_ISSUER_SEED,
+        help="seed text of the signing key (a simulator trusts it with --trust-seed, or by "
+        f"the AID in the minted kid with --trust-aid); default {DEMO_ISSUER_SEED!r}",
+    )
+    parser.add_argument(
         "--sig-form",
         choices=SIG_FORMS,
         default="cesr",
@@ -165,6 +171,7 @@ def _mint(args: argparse.Namespace) -> int:
         args.orig,
         args.dest,
         now=args.now,
+        key=SigningKey.from_seed_text(args.seed),
         sig_form=args.sig_form,
         aid_code=args.aid_code,
     )
@@ -179,6 +186,7 @@ def _mint_csv(args: argparse.Namespace) -> int:
         args.orig,
         args.dest,
         now=args.now,
+        key=SigningKey.from_seed_text(args.seed),
         sig_form=args.sig_form,
         aid_code=args.aid_code,
     )

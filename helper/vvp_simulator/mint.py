@@ -10,7 +10,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from vvp_simulator.passport import MintedIdentity, mint
+from vvp_simulator.keys import SigningKey
+from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint
 
 FORMATS: tuple[str, ...] = ("headers", "json", "env")
 CSV_COLUMNS: tuple[str, ...] = ("orig", "dest", "passport_jwt", "kid", "vvp_identity", "kind")
@@ -80,6 +81,7 @@ def mint_rows(
     dest: str,
     *,
     now: int | None = None,
+    key: SigningKey = DEMO_ISSUER,
     sig_form: str = "cesr",
     aid_code: str = "D",
 ) -> list[MintedIdentity]:
@@ -89,7 +91,15 @@ def mint_rows(
     if not kinds:
         raise ValueError("at least one kind is required")
     return [
-        mint(kinds[i % len(kinds)], orig, dest, now=now, sig_form=sig_form, aid_code=aid_code)
+        mint(
+            kinds[i % len(kinds)],
+            orig,
+            dest,
+            now=now,
+            key=key,
+            sig_form=sig_form,
+            aid_code=aid_code,
+        )
         for i in range(count)
     ]
 

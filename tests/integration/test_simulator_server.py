@@ -377,15 +377,23 @@ async def test_signature_forms_and_aid_forms_are_valid_over_http(
 
 
 def test_cli_trust_aid_trusts_an_issuer_by_its_public_aid(tmp_path: Path) -> None:
-    # An issuer the simulator has no seed for, trusted by its B AID alone.
+    # An operator's issuer: minted with its seed, trusted by the simulator by its B AID alone
+    # (read from the minted kid), both through the CLI.
+    proc = run_cli(
+        "mint", "--orig", ORIG, "--dest", DEST, "--format", "json",
+        "--seed", "an-operators-issuer", "--aid-code", "B",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    minted = json.loads(proc.stdout)
+    aid = minted["kid"].split("/oobi/")[1].split("/")[0]
     issuer = SigningKey.from_seed_text("an-operators-issuer")
+    assert aid == issuer.aid_for("B")
     port = free_port()
     sim = Process(
         "simulator",
-        [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port),
-         "--trust-aid", issuer.aid_for("B")],
+        [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port), "--trust-aid", aid],
         tmp_path / "sim.log",
-    )  # fmt: skip
+    )
     sim.start()
     try:
         url = f"http://127.0.0.1:{port}"
@@ -396,7 +404,10 @@ def test_cli_trust_aid_trusts_an_issuer_by_its_public_aid(tmp_path: Path) -> Non
             data = httpx.post(f"{url}/verify", headers=headers, json=body, timeout=5).json()
             return data["overall_status"], [e["code"] for e in data["errors"] or []]
 
-        assert judge(mint("valid", ORIG, DEST, key=issuer, aid_code="B")) == ("VALID", [])
+        cli_minted = MintedIdentity(
+            minted["passport_jwt"], minted["vvp_identity"], minted["kid"], ORIG, DEST, "valid"
+        )
+        assert judge(cli_minted) == ("VALID", [])
         # Only what was named is trusted: not the same key's D AID, not the demo issuer.
         untrusted = ("INDETERMINATE", ["KERI_RESOLUTION_FAILED"])
         assert judge(mint("valid", ORIG, DEST, key=issuer, aid_code="D")) == untrusted
