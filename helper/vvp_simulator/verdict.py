@@ -37,6 +37,7 @@ CLOCK_SKEW_S = 300  # spec clock skew tolerance, seconds
 MAX_VALIDITY_S = 300  # spec maximum exp - iat; also the max age without exp, seconds
 BINDING_TOLERANCE_S = 5  # VVP-Identity vs PASSporT iat/exp agreement, seconds
 CONTEXT_TOLERANCE_S = 30  # |PASSporT iat - INVITE time|, seconds
+DOSSIER_FETCH_TIMEOUT_S = 5  # the verifier's dossier fetch timeout, seconds
 
 JURISDICTION_WARNING = "vetter_not_authorised_for_jurisdiction"
 # The real verifier's text, em dash included (verify.py, cached-revocation branch).
@@ -563,9 +564,10 @@ def verify(
     fetched = False
     if fatal:
         dossier_claim.fail(INDETERMINATE, "Skipped due to passport verification failure")
-    elif UNREACHABLE_MARKER in evd:
-        errors.add("DOSSIER_FETCH_FAILED", f"cannot fetch dossier {evd}")
-        dossier_claim.fail(INDETERMINATE, f"cannot fetch dossier {evd}")
+    elif UNREACHABLE_MARKER in evd:  # as the verifier's fetch timing out
+        message = f"Timeout after {DOSSIER_FETCH_TIMEOUT_S}s fetching {evd}"
+        errors.add("DOSSIER_FETCH_FAILED", message)
+        dossier_claim.fail(INDETERMINATE, message)
     else:
         fetched = True
         dossier_claim.evidence.extend(dossier.dossier_evidence(evd))
