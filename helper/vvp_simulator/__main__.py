@@ -1,9 +1,13 @@
 """Command line of the VVP verifier SIMULATOR and its PASSporT minting tool.
 
 python -m vvp_simulator serve [--host H] [--port P] [--latency-ms N] [--mode M]
-                              [--error-rate F] [--force-status S] [--trust-seed TEXT ...]
+                              [--error-rate F] [--force-status S] [--parser-crash]
+                              [--stale-revocation-every-s S]
+                              [--trust-seed TEXT ...] [--trust-aid AID ...]
 python -m vvp_simulator mint --kind K --orig TN --dest TN [--format headers|json|env]
+                             [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 python -m vvp_simulator mint-csv --out FILE --count N --kind K[,K2...] --orig TN --dest TN
+                                 [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from vvp_simulator.faults import FORCEABLE_STATUSES, MODES, Faults
-from vvp_simulator.keys import DEMO_ISSUER_SEED
+from vvp_simulator.keys import AID_CODES, DEMO_ISSUER_SEED, SIG_FORMS, SigningKey
 from vvp_simulator.mint import FORMATS, mint_rows, render, write_csv
 from vvp_simulator.passport import KINDS, mint
 from vvp_simulator.server import SimulatorSettings, serve_forever
@@ -63,10 +67,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--force-status", choices=FORCEABLE_STATUSES, default=None)
     serve.add_argument("--rng-seed", type=int, default=0)
     serve.add_argument(
+        "--parser-crash",
+        action="store_true",
+        help="answer a PASSporT the verifier's parser refuses, with a SIP context, as the "
+        "real verifier does: HTTP 500 text/plain, then close the connection",
+    )
+    serve.add_argument(
+        "--stale-revocation-every-s",
+        type=float,
+        default=0.0,
+        help="per dossier, one stale-revocation INDETERMINATE every this many seconds "
+        "(the real verifier: 300); 0 = never",
+    )
+    serve.add_argument(
         "--trust-seed",
         action="append",
         default=None,
-        help=f"seed text of a trusted signing key (repeatable; default {DEMO_ISSUER_SEED!r})",
+        help="seed text of a trusted signing key, trusted under its D and B AIDs "
+        f"(repeatable; default {DEMO_ISSUER_SEED!r} unless --trust-aid is given)",
+    )
+    serve.add_argument(
+        "--trust-aid",
+        action="append",
+        default=None,
+        help="trust an issuer by its public AID: D (transferable) or B (non-transferable) "
+        "Ed25519 identifier, 44 characters (repeatable)",
     )
 
     one = sub.add_parser("mint", help="mint one PASSporT and print it")
@@ -75,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("--dest", required=True)
     one.add_argument("--format", choices=FORMATS, default="headers")
     one.add_argument("--now", type=int, default=None, help="unix time to mint at")
+    _signature_options(one)
 
     csv = sub.add_parser("mint-csv", help="write a sipp injection CSV of minted PASSporTs")
     csv.add_argument("--out", required=True)
@@ -83,19 +109,45 @@ def _parser() -> argparse.ArgumentParser:
     csv.add_argument("--orig", required=True)
     csv.add_argument("--dest", required=True)
     csv.add_argument("--now", type=int, default=None, help="unix time to mint at")
+    _signature_options(csv)
     return parser
+
+
+def _signature_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seed",
+        default=DEMO_ISSUER_SEED,
+        help="seed text of the signing key (a simulator trusts it with --trust-seed, or by "
+        f"the AID in the minted kid with --trust-aid); default {DEMO_ISSUER_SEED!r}",
+    )
+    parser.add_argument(
+        "--sig-form",
+        choices=SIG_FORMS,
+        default="cesr",
+        help="signature encoding: cesr (88 characters, as the VVP issuer writes) or jws "
+        "(plain base64url, 86 characters)",
+    )
+    parser.add_argument(
+        "--aid-code",
+        choices=AID_CODES,
+        default="D",
+        help="the signer's AID in the kid: D (transferable) or B (non-transferable)",
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = SimulatorSettings(
         host=args.host,
         port=args.port,
-        trust_seeds=tuple(args.trust_seed or (DEMO_ISSUER_SEED,)),
+        trust_seeds=tuple(args.trust_seed or (() if args.trust_aid else (DEMO_ISSUER_SEED,))),
+        trust_aids=tuple(args.trust_aid or ()),
         faults=Faults(
             latency_ms=args.latency_ms,
             mode=args.mode,
             error_rate=args.error_rate,
             force_status=args.force_status,
+            parser_crash=args.parser_crash,
+            stale_revocation_every_s=args.stale_revocation_every_s,
         ),
         rng_seed=args.rng_seed,
     )
@@ -114,13 +166,30 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _mint(args: argparse.Namespace) -> int:
-    minted = mint(args.kind, args.orig, args.dest, now=args.now)
+    minted = mint(
+        args.kind,
+        args.orig,
+        args.dest,
+        now=args.now,
+        key=SigningKey.from_seed_text(args.seed),
+        sig_form=args.sig_form,
+        aid_code=args.aid_code,
+    )
     print(render(minted, args.format))
     return 0
 
 
 def _mint_csv(args: argparse.Namespace) -> int:
-    rows = mint_rows(args.kind, args.count, args.orig, args.dest, now=args.now)
+    rows = mint_rows(
+        args.kind,
+        args.count,
+        args.orig,
+        args.dest,
+        now=args.now,
+        key=SigningKey.from_seed_text(args.seed),
+        sig_form=args.sig_form,
+        aid_code=args.aid_code,
+    )
     try:
         with open(args.out, "w", encoding="ascii", newline="\n") as out:
             written = write_csv(out, rows)

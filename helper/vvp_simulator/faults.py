@@ -33,6 +33,17 @@ class Faults:
     # Hostile text in the verdict (CR/LF in brand_name and error messages, a javascript:
     # logo URL), to prove the edge never lets verifier text add a SIP header.
     inject: bool = False
+    # Answer as the real verifier does when its PASSporT parser refuses a PASSporT and the
+    # request has a SIP context: it crashes (HTTP 500 text/plain, then closes the keep-alive
+    # connection) instead of giving the parser's code. Off by default: the simulator then
+    # gives the code the verifier's parser meant (PASSPORT_PARSE_FAILED and kin), which is
+    # its documented contract; tests switch it on to prove the edge survives the crash.
+    parser_crash: bool = False
+    # Every this many seconds per dossier, one cached answer gets the real verifier's stale
+    # revocation INDETERMINATE (errors null, the reason only in revocation_clear), as when
+    # its revocation data is older than its re-check interval (300 s by default there).
+    # 0 = never.
+    stale_revocation_every_s: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int | float):
@@ -49,6 +60,11 @@ class Faults:
             raise ValueError(f"force_status must be null or one of {', '.join(FORCEABLE_STATUSES)}")
         if not isinstance(self.inject, bool):
             raise ValueError("inject must be true or false")
+        if not isinstance(self.parser_crash, bool):
+            raise ValueError("parser_crash must be true or false")
+        every = self.stale_revocation_every_s
+        if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
+            raise ValueError("stale_revocation_every_s must be a number >= 0")
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A new Faults with `changes` applied; ValueError on unknown fields or bad values."""

@@ -23,12 +23,24 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 DEMO_ISSUER_SEED = "vvp-demo-issuer"
 DEFAULT_WITNESS = "http://witness.demo.example:5642"
 
-# CESR derivation codes: "D" = Ed25519 transferable public key (1 char, 32 raw bytes),
-# "0B" = Ed25519 signature (2 chars, 64 raw bytes).
-_AID_CODE = "D"
-_SIG_CODE = "0B"
+# KERI derivation codes of a single Ed25519 key, as keripy's MtrDex has them: "D" = Ed25519
+# (transferable: the identifier can rotate its key), "B" = Ed25519N (non-transferable). Both
+# are 44 characters: the code, then the 32-byte key with one lead zero byte (see below).
+AID_CODES: tuple[str, ...] = ("D", "B")
+TRANSFERABLE = "D"
+NON_TRANSFERABLE = "B"
 _AID_LEN = 44
+
+# Signature codes the real verifier accepts on an 88-character PASSporT signature. In keripy's
+# MtrDex, "0B" is Ed25519_Sig (the one the VVP issuer writes), "0A" Salt_128 (a 16-byte salt),
+# "0C" ECDSA_256k1_Sig and "0D" Blake3_512 (a digest); "AA" is an indexed Ed25519 signature
+# (IdrDex "A", index 0). The VVP services read 0A-0D as "Ed25519, index 0-3" instead; for all
+# five they decode the 86 characters after the code as plain base64url of the 64 signature
+# bytes (no CESR lead-byte alignment). The simulator accepts exactly that, as the verifier does.
+SIG_CODES: tuple[str, ...] = ("0A", "0B", "0C", "0D", "AA")
+SIG_CODE = "0B"
 _SIG_LEN = 88
+SIG_FORMS: tuple[str, ...] = ("cesr", "jws")
 
 
 def b64url_encode(raw: bytes) -> str:
@@ -46,42 +58,62 @@ def b64url_decode(text: str) -> bytes:
         raise ValueError(f"invalid base64url: {exc}") from exc
 
 
-def aid_for_public_key(raw_public: bytes) -> str:
+def aid_for_public_key(raw_public: bytes, code: str = TRANSFERABLE) -> str:
     """KERI AID of a non-delegated single-key identifier: its CESR-encoded key.
 
     CESR pads the 32-byte key with one lead zero byte so the 1-char code replaces
-    exactly one base64 character (44 chars in all), as keripy does.
+    exactly one base64 character (44 chars in all), as keripy does for "D" and "B".
     """
     if len(raw_public) != 32:
         raise ValueError("Ed25519 public key must be 32 bytes")
-    return _AID_CODE + b64url_encode(b"\x00" + raw_public)[1:]
+    if code not in AID_CODES:
+        raise ValueError(f"AID code must be one of {', '.join(AID_CODES)}")
+    return code + b64url_encode(b"\x00" + raw_public)[1:]
 
 
 def public_key_from_aid(aid: str) -> bytes:
-    """Inverse of aid_for_public_key; raise ValueError for anything else."""
-    if not isinstance(aid, str) or len(aid) != _AID_LEN or not aid.startswith(_AID_CODE):
-        raise ValueError("not a CESR Ed25519 (D) identifier")
+    """Inverse of aid_for_public_key (either code); raise ValueError for anything else."""
+    if not isinstance(aid, str) or len(aid) != _AID_LEN or aid[:1] not in AID_CODES:
+        raise ValueError("not a CESR Ed25519 identifier (D or B prefix, 44 characters)")
     raw = b64url_decode("A" + aid[1:])
     if len(raw) != 33 or raw[0] != 0:
         raise ValueError("bad CESR lead bytes in identifier")
     return raw[1:]
 
 
-def encode_cesr_signature(sig64: bytes) -> str:
-    """CESR "0B" form of an Ed25519 signature: two lead zero bytes, code replaces "AA"."""
+def encode_signature(sig64: bytes, form: str = "cesr") -> str:
+    """A PASSporT signature part: "cesr" as the VVP issuer writes it ("0B" + 86 base64url
+    characters, 88 in all), or "jws", the plain base64url of RFC 7515 (86 characters)."""
     if len(sig64) != 64:
         raise ValueError("Ed25519 signature must be 64 bytes")
-    return _SIG_CODE + b64url_encode(b"\x00\x00" + sig64)[2:]
+    if form not in SIG_FORMS:
+        raise ValueError(f"signature form must be one of {', '.join(SIG_FORMS)}")
+    plain = b64url_encode(sig64)
+    return SIG_CODE + plain if form == "cesr" else plain
 
 
-def decode_cesr_signature(text: str) -> bytes:
-    """Raw 64-byte signature from its 88-char CESR form; ValueError on anything else."""
-    if not isinstance(text, str) or len(text) != _SIG_LEN or not text.startswith(_SIG_CODE):
-        raise ValueError("not a CESR Ed25519 (0B) signature")
-    raw = b64url_decode("AA" + text[2:])
-    if len(raw) != 66 or raw[:2] != b"\x00\x00":
-        raise ValueError("bad CESR lead bytes in signature")
-    return raw[2:]
+def decode_signature(text: str) -> bytes:
+    """Signature bytes from a PASSporT's third part, read as the real verifier reads it.
+
+    88 characters starting with a known code: the 86 after the code must decode to exactly
+    64 bytes. Anything else: base64url, any length (a wrong length then fails the signature
+    check, not the parse). The stdlib's lenient decoder is used on purpose, as the verifier
+    uses it: characters outside the alphabet are skipped, bad padding is an error.
+    ValueError means the verifier's PASSPORT_PARSE_FAILED.
+    """
+    if len(text) == _SIG_LEN and text[:2] in SIG_CODES:
+        body = text[2:]
+        try:
+            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"CESR signature decode failed: {exc}") from exc
+        if len(raw) != 64:
+            raise ValueError(f"CESR signature decodes to {len(raw)} bytes, expected 64")
+        return raw
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"signature base64url decode failed: {exc}") from exc
 
 
 def oobi_url(aid: str, witness: str = DEFAULT_WITNESS) -> str:
@@ -160,14 +192,34 @@ class SigningKey:
     def aid(self) -> str:
         return aid_for_public_key(self.public_bytes)
 
-    def oobi(self, witness: str = DEFAULT_WITNESS) -> str:
-        return oobi_url(self.aid, witness)
+    def aid_for(self, code: str = TRANSFERABLE) -> str:
+        """The key's AID with the given code ("D" transferable, "B" non-transferable)."""
+        return aid_for_public_key(self.public_bytes, code)
+
+    def oobi(self, witness: str = DEFAULT_WITNESS, code: str = TRANSFERABLE) -> str:
+        return oobi_url(self.aid_for(code), witness)
 
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
 
-def trusted_keys(seed_texts: tuple[str, ...] | list[str]) -> dict[str, bytes]:
-    """AID -> raw public key for the seeds the simulator is told to trust."""
-    keys = [SigningKey.from_seed_text(s) for s in seed_texts]
-    return {k.aid: k.public_bytes for k in keys}
+def trusted_keys(
+    seed_texts: tuple[str, ...] | list[str] = (), aids: tuple[str, ...] | list[str] = ()
+) -> dict[str, bytes]:
+    """AID -> raw public key for what the simulator is told to trust.
+
+    A seed's key is trusted under both of its AIDs (the seed's holder can sign as either);
+    an AID given on its own is trusted as written, its key read from the AID itself.
+    ValueError names an AID that is not a D or B Ed25519 identifier.
+    """
+    trusted: dict[str, bytes] = {}
+    for text in seed_texts:
+        key = SigningKey.from_seed_text(text)
+        for code in AID_CODES:
+            trusted[key.aid_for(code)] = key.public_bytes
+    for aid in aids:
+        try:
+            trusted[aid] = public_key_from_aid(aid)
+        except ValueError as exc:
+            raise ValueError(f"cannot trust {aid!r}: {exc}") from exc
+    return trusted

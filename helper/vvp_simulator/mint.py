@@ -10,7 +10,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from typing import TextIO
 
-from vvp_simulator.passport import MintedIdentity, mint
+from vvp_simulator.keys import SigningKey
+from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint
 
 FORMATS: tuple[str, ...] = ("headers", "json", "env")
 CSV_COLUMNS: tuple[str, ...] = ("orig", "dest", "passport_jwt", "kid", "vvp_identity", "kind")
@@ -74,14 +75,33 @@ def csv_row(m: MintedIdentity) -> str:
 
 
 def mint_rows(
-    kinds: Sequence[str], count: int, orig: str, dest: str, *, now: int | None = None
+    kinds: Sequence[str],
+    count: int,
+    orig: str,
+    dest: str,
+    *,
+    now: int | None = None,
+    key: SigningKey = DEMO_ISSUER,
+    sig_form: str = "cesr",
+    aid_code: str = "D",
 ) -> list[MintedIdentity]:
     """`count` identities, cycling through `kinds` in order."""
     if count < 1:
         raise ValueError("count must be at least 1")
     if not kinds:
         raise ValueError("at least one kind is required")
-    return [mint(kinds[i % len(kinds)], orig, dest, now=now) for i in range(count)]
+    return [
+        mint(
+            kinds[i % len(kinds)],
+            orig,
+            dest,
+            now=now,
+            key=key,
+            sig_form=sig_form,
+            aid_code=aid_code,
+        )
+        for i in range(count)
+    ]
 
 
 def write_csv(out: TextIO, rows: Iterable[MintedIdentity]) -> int:

@@ -16,9 +16,11 @@ from typing import Any
 from vvp_simulator.keys import (
     DEFAULT_WITNESS,
     DEMO_ISSUER_SEED,
+    SIG_FORMS,
+    TRANSFERABLE,
     SigningKey,
     b64url_encode,
-    encode_cesr_signature,
+    encode_signature,
 )
 
 KINDS: tuple[str, ...] = (
@@ -32,6 +34,7 @@ KINDS: tuple[str, ...] = (
     "wrong-number",
     "indeterminate",
     "warning",
+    "delegated",
 )
 
 DEMO_ISSUER = SigningKey.from_seed_text(DEMO_ISSUER_SEED)
@@ -43,10 +46,16 @@ DOSSIER_BASE = "http://dossier.demo.example"
 # Path markers the simulator's verdict logic recognises (see verdict.py).
 UNREACHABLE_MARKER = "/unreachable/"
 OUT_OF_JURISDICTION_MARKER = "/out-of-jurisdiction/"
+DELEGATED_MARKER = "/delegated/"  # the signer is a delegate of the organisation's AID
 
+# The logo's integrity hash as the VVP issuer writes it (a Blake3 SAID in the LOGO line's
+# HASH parameter); the verifier answers it as brand_logo_hash. Demo value, not a real digest.
+DEMO_LOGO_HASH = "EO_zHbyP7KiIf1Zfz04eEEbal89nbkA1pyfvNv09SqT3"
+DEMO_LOGO_URL = "https://brand.demo.example/acme.png"
 DEMO_CARD: tuple[str, ...] = (
     "ORG:Acme Bank",
-    "LOGO;VALUE=URI:https://brand.demo.example/acme.png",
+    "NICKNAME:Acme",
+    f"LOGO;HASH={DEMO_LOGO_HASH};VALUE=URI:{DEMO_LOGO_URL}",
 )
 
 VALIDITY_S = 300  # spec maximum for exp - iat, seconds
@@ -82,9 +91,12 @@ def encode_vvp_identity(kid: str, evd: str, iat: int, exp: int | None) -> str:
     return b64url_encode(compact_json(obj))
 
 
-def sign_jwt(header: dict[str, Any], payload: dict[str, Any], key: SigningKey) -> str:
+def sign_jwt(
+    header: dict[str, Any], payload: dict[str, Any], key: SigningKey, sig_form: str = "cesr"
+) -> str:
+    """A compact JWT signed by `key`; sig_form "cesr" (as the VVP issuer writes) or "jws"."""
     signing_input = b64url_encode(compact_json(header)) + "." + b64url_encode(compact_json(payload))
-    sig = encode_cesr_signature(key.sign(signing_input.encode("ascii")))
+    sig = encode_signature(key.sign(signing_input.encode("ascii")), sig_form)
     return signing_input + "." + sig
 
 
@@ -102,10 +114,18 @@ def mint(
     now: int | None = None,
     key: SigningKey = DEMO_ISSUER,
     witness: str = DEFAULT_WITNESS,
+    sig_form: str = "cesr",
+    aid_code: str = TRANSFERABLE,
 ) -> MintedIdentity:
-    """Mint a PASSporT of the given kind (one of KINDS) for a call orig -> dest."""
+    """Mint a PASSporT of the given kind (one of KINDS) for a call orig -> dest.
+
+    sig_form: "cesr" (88 characters, as the VVP issuer writes) or "jws" (plain base64url);
+    aid_code: "D" (transferable) or "B" (non-transferable) for the signer's AID in the kid.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if sig_form not in SIG_FORMS:
+        raise ValueError(f"sig_form must be one of {', '.join(SIG_FORMS)}")
     for label, value in (("orig", orig), ("dest", dest)):
         if not value or ";" in value or "," in value:
             raise ValueError(f"{label} must be a non-empty number without ';' or ','")
@@ -117,7 +137,7 @@ def mint(
         signer = ATTACKER_KEY
     elif kind == "unknown-signer":
         signer = named = UNKNOWN_KEY
-    kid = named.oobi(witness)
+    kid = named.oobi(witness, aid_code)
 
     iat = now
     if kind == "expired":
@@ -131,9 +151,12 @@ def mint(
         dossier_dir = UNREACHABLE_MARKER.strip("/")
     elif kind == "warning":
         dossier_dir = OUT_OF_JURISDICTION_MARKER.strip("/")
-    evd = f"{DOSSIER_BASE}/{dossier_dir}/{named.aid}"
+    elif kind == "delegated":
+        dossier_dir = DELEGATED_MARKER.strip("/")
+    evd = f"{DOSSIER_BASE}/{dossier_dir}/{named.aid_for(aid_code)}"
 
-    header = {"alg": "EdDSA", "ppt": "vvp", "kid": kid, "typ": "passport"}
+    # typ "JWT" as the VVP issuer writes it (the verifier also accepts "passport").
+    header = {"alg": "EdDSA", "ppt": "vvp", "kid": kid, "typ": "JWT"}
     payload: dict[str, Any] = {
         "iat": iat,
         "exp": exp,
@@ -144,10 +167,12 @@ def mint(
         # second are still two different PASSporTs (an edge's replay check tells them apart).
         "origid": str(uuid.uuid4()),
     }
-    if kind == "brand":
+    if kind in ("brand", "warning"):
+        # The vetter warning is about the brand credential's jurisdiction: its PASSporT
+        # carries the brand, as the real issuer's do.
         payload["card"] = list(DEMO_CARD)
 
-    jwt = sign_jwt(header, payload, signer)
+    jwt = sign_jwt(header, payload, signer, sig_form)
     if kind == "forged":
         # Re-encode the payload after signing: the signature no longer covers it.
         payload["dest"] = {"tn": [dest, _FORGED_EXTRA_DEST]}

@@ -26,21 +26,20 @@ from vvp_helper.httpserver import (
     Response,
     json_response,
 )
+from vvp_simulator.answer import DossierCache, crash_then_close, simulated_verdict
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.verdict import (
     JURISDICTION_WARNING,
+    ParserCrash,
     certainty_for,
     inject_hostile_fields,
-    parse_vvp_identity,
-    verify,
 )
 
 log = logging.getLogger("vvp_simulator")
 
 SERVER_HEADER = "vvp-verifier-simulator"
 _HANG_POLL_S = 0.05  # how often a hung handler checks whether the client left, seconds
-_MAX_SEEN_DOSSIERS = 10_000  # bound on the fake dossier cache used for cache_hit
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +47,7 @@ class SimulatorSettings:
     host: str = "127.0.0.1"
     port: int = 8090
     trust_seeds: tuple[str, ...] = (DEMO_ISSUER_SEED,)
+    trust_aids: tuple[str, ...] = ()  # AIDs (D or B prefix) trusted by their public key
     faults: Faults = field(default_factory=Faults)  # the faults in force at start
     rng_seed: int = 0  # seeds error_rate draws so runs are reproducible
     # Hung handlers are cancelled after this long at shutdown, seconds.
@@ -56,8 +56,8 @@ class SimulatorSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
-        if not self.trust_seeds:
-            raise ValueError("at least one trust seed is required")
+        if not self.trust_seeds and not self.trust_aids:
+            raise ValueError("at least one trust seed or trusted AID is required")
 
 
 @dataclass(slots=True)
@@ -87,7 +87,7 @@ class Stats:
 class _State:
     trusted: dict[str, bytes]
     rng: random.Random
-    seen_dossiers: set[str] = field(default_factory=set)
+    dossiers: DossierCache = field(default_factory=DossierCache)
 
 
 def _unprocessable(items: list[tuple[list[str | int], str, str]]) -> Response:
@@ -142,7 +142,8 @@ class Simulator:
         self.faults = FaultBox(settings.faults)
         self.stats = Stats()
         self.state = _State(
-            trusted=trusted_keys(settings.trust_seeds), rng=random.Random(settings.rng_seed)
+            trusted=trusted_keys(settings.trust_seeds, settings.trust_aids),
+            rng=random.Random(settings.rng_seed),
         )
 
     def routes(self) -> dict[tuple[str, str], Handler]:
@@ -185,13 +186,13 @@ class Simulator:
             )
 
         vvp_identity = request.headers.get("vvp-identity")
-        evd = _evd_of(vvp_identity)
-        cache_hit = evd is not None and evd in state.seen_dossiers
-        result = verify(vvp_identity, body, state.trusted, time.time(), cache_hit=cache_hit)
-        if evd is not None and result["claims"] is not None:
-            if len(state.seen_dossiers) >= _MAX_SEEN_DOSSIERS:
-                state.seen_dossiers.clear()
-            state.seen_dossiers.add(evd)
+        try:
+            result = simulated_verdict(
+                state.dossiers, state.trusted, faults, vvp_identity, body, time.time()
+            )
+        except ParserCrash:  # the real verifier's 500-then-close (see crash_then_close)
+            stats.faults["parser_crash"] += 1
+            return crash_then_close(request.transport)
         if faults.force_status is not None:
             _force(result, faults.force_status)
         if faults.inject:
@@ -233,15 +234,6 @@ class Simulator:
 
     async def handle_healthz(self, request: Request) -> Response:
         return json_response({"status": "ok", "service": SERVER_HEADER})
-
-
-def _evd_of(header: str | None) -> str | None:
-    if not header:
-        return None
-    try:
-        return parse_vvp_identity(header).evd
-    except ValueError:
-        return None
 
 
 def _force(result: dict[str, Any], status: str) -> None:

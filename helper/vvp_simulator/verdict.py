@@ -1,14 +1,17 @@
 """Verdict logic of the VVP verifier SIMULATOR: pure functions, no I/O.
 
-It checks what can be checked without a KERI network (VVP-Identity decoding,
-PASSporT structure, EdDSA signature against locally trusted keys, timing, SIP
-context) and fakes the rest from markers in the dossier URL (see passport.py).
-The response has exactly the shape of the real verifier's `POST /verify` answer.
+It checks what can be checked without a KERI network (VVP-Identity decoding, the
+PASSporT parser's rules, binding and expiry, the EdDSA signature against locally
+trusted keys, SIP context) and fakes the rest from markers in the dossier URL (see
+passport.py) and demo dossier facts (dossier.py). It follows the real verifier's order
+of checks (services/verifier verify_vvp, read in its source): a VVP-Identity failure is
+an early answer without claims; a PASSporT parse, binding, expiry or signature failure
+skips the dossier; the answer has exactly the real VerifyResponse's keys, in its order.
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,14 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vvp_helper import jsonfast
-from vvp_simulator.keys import (
-    aid_from_oobi,
-    b64url_decode,
-    b64url_encode,
-    decode_cesr_signature,
-    verify_signature,
+from vvp_simulator import dossier
+from vvp_simulator.keys import aid_from_oobi, decode_signature, verify_signature
+from vvp_simulator.passport import (
+    DELEGATED_MARKER,
+    OUT_OF_JURISDICTION_MARKER,
+    UNREACHABLE_MARKER,
 )
-from vvp_simulator.passport import OUT_OF_JURISDICTION_MARKER, UNREACHABLE_MARKER
 
 VALID = "VALID"
 INVALID = "INVALID"
@@ -32,11 +34,14 @@ WARNING = "WARNING"
 STATUSES: tuple[str, ...] = (VALID, INVALID, INDETERMINATE, WARNING)
 
 CLOCK_SKEW_S = 300  # spec clock skew tolerance, seconds
-MAX_VALIDITY_S = 300  # spec maximum exp - iat, seconds
+MAX_VALIDITY_S = 300  # spec maximum exp - iat; also the max age without exp, seconds
 BINDING_TOLERANCE_S = 5  # VVP-Identity vs PASSporT iat/exp agreement, seconds
 CONTEXT_TOLERANCE_S = 30  # |PASSporT iat - INVITE time|, seconds
+DOSSIER_FETCH_TIMEOUT_S = 5  # the verifier's dossier fetch timeout, seconds
 
 JURISDICTION_WARNING = "vetter_not_authorised_for_jurisdiction"
+# The real verifier's text, em dash included (verify.py, cached-revocation branch).
+STALE_REVOCATION_REASON = "Revocation data stale \u2014 background re-check pending"
 
 RECOVERABLE_CODES = frozenset(
     {
@@ -48,32 +53,67 @@ RECOVERABLE_CODES = frozenset(
     }
 )
 
+# The real VerifyResponse's fields, in its order (pydantic serialises every one).
 RESPONSE_KEYS: tuple[str, ...] = (
     "request_id",
     "overall_status",
     "claims",
     "errors",
+    "has_variant_limitations",
+    "delegation_chain",
+    "signer_aid",
+    "toip_warnings",
+    "issuer_identities",
+    "vetter_constraints",
     "brand_name",
     "brand_logo_url",
     "brand_logo_hash",
     "certainty",
-    "signer_aid",
-    "vetter_constraints",
-    "vetter_warning_reason",
     "revocation_pending",
     "cache_hit",
+    "vetter_warning_reason",
 )
 
+_ALLOWED_ALGS = frozenset({"EdDSA"})
+_ALLOWED_TYPS = ("passport", "JWT")
 _SEVERITY = {VALID: 0, INDETERMINATE: 1, INVALID: 2}
 _VISUAL_SEPARATORS = str.maketrans("", "", "-.() ")
 
 
+# The verifier's error messages per code (its exceptions.py), around the detail.
+_MESSAGES = {
+    "VVP_IDENTITY_MISSING": "VVP-Identity header is missing or empty",
+    "VVP_IDENTITY_INVALID": "VVP-Identity header is invalid: {}",
+    "PASSPORT_MISSING": "PASSporT JWT is missing or empty",
+    "PASSPORT_PARSE_FAILED": "PASSporT parse failed: {}",
+    "PASSPORT_FORBIDDEN_ALG": "PASSporT uses forbidden algorithm: {}",
+    "PASSPORT_EXPIRED": "PASSporT expired: {}",
+}
+
+
+class VerdictError(ValueError):
+    """A failure with the verifier's error code (parser, binding, expiry) and message."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        self.message = _MESSAGES.get(code, "{}").format(detail)
+        super().__init__(self.message)
+
+
+class ParserCrash(Exception):
+    """The real verifier would crash here (HTTP 500): its PASSporT parser refused the
+    PASSporT and its SIP-context step then reads the missing PASSporT (AttributeError).
+    Raised only when the caller asked for that behaviour (the `parser_crash` fault)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
+    ppt: str
     kid: str
     evd: str
     iat: int
-    exp: int | None
+    exp: int  # iat + 300 when the header had none, as the verifier computes it
+    exp_provided: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +121,19 @@ class Passport:
     header: dict[str, Any]
     payload: dict[str, Any]
     signing_input: bytes
-    signature: str
+    signature: bytes
+    evd: str
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Per-request switches from the server: cache state and the faults in force."""
+
+    cache_hit: bool = False
+    # The cached revocation data is older than the re-check interval (stale_revocation fault).
+    revocation_stale: bool = False
+    # Raise ParserCrash where the real verifier crashes (parser_crash fault).
+    parser_crash: bool = False
 
 
 @dataclass(slots=True)
@@ -94,64 +146,221 @@ class _Errors:
         )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+@dataclass(slots=True)
+class _Claim:
+    """One claim being built: INVALID always wins over INDETERMINATE (as ClaimBuilder)."""
+
+    name: str
+    status: str = VALID
+    reasons: list[str] = field(default_factory=list)
+    evidence: list[str] = field(default_factory=list)
+
+    def fail(self, status: str, reason: str) -> None:
+        if _SEVERITY[status] > _SEVERITY[self.status]:
+            self.status = status
+        self.reasons.append(reason)
+
+    def node(self, children: list[tuple[bool, dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """The claim node; its status is the worst of its own and its REQUIRED children's."""
+        kids = children or []
+        status = self.status
+        for required, child in kids:
+            if required and _SEVERITY[child["status"]] > _SEVERITY[status]:
+                status = child["status"]
+        return {
+            "name": self.name,
+            "status": status,
+            "reasons": self.reasons,
+            "evidence": self.evidence,
+            "children": [{"required": r, "node": c} for r, c in kids],
+        }
 
 
-def _json_object(text: str) -> dict[str, Any]:
+# --- decoding, as the verifier decodes ----------------------------------------------
+
+
+def _b64_lenient(text: str) -> bytes:
+    # The verifier pads and calls the stdlib's non-validating decoder: characters outside
+    # the alphabet are skipped, so only bad padding fails. The same call is used here.
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json_part(text: str, part: str, code: str) -> dict[str, Any]:
+    where = f"{part} " if part else ""
     try:
-        obj = jsonfast.loads(b64url_decode(text))
+        raw = _b64_lenient(text)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise VerdictError(code, f"{where}base64url decode failed: {exc}") from exc
+    try:
+        obj = jsonfast.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not base64url JSON: {exc}") from exc
+        raise VerdictError(code, f"{where}JSON parse failed: {exc}") from exc
     if not isinstance(obj, dict):
-        raise ValueError("not a JSON object")
+        raise VerdictError(code, f"{where}JSON root must be an object")
     return obj
 
 
-def parse_vvp_identity(value: str) -> Identity:
-    obj = _json_object(value.strip())
-    if obj.get("ppt") != "vvp":
-        raise ValueError("ppt must be 'vvp'")
-    for name in ("kid", "evd"):
-        if not isinstance(obj.get(name), str) or not obj[name]:
-            raise ValueError(f"{name} must be a non-empty string")
-    if not _is_int(obj.get("iat")):
-        raise ValueError("iat must be an integer")
-    exp = obj.get("exp")
-    if exp is not None and not _is_int(exp):
-        raise ValueError("exp must be an integer")
-    return Identity(kid=obj["kid"], evd=obj["evd"], iat=obj["iat"], exp=exp)
+def _integer(value: object) -> int | None:
+    """An integer as the verifier accepts one (a whole float too, never a bool); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
-def _tn_list(payload: dict[str, Any], name: str) -> list[str]:
-    part = payload.get(name)
-    tns = part.get("tn") if isinstance(part, dict) else None
-    if not isinstance(tns, list) or not tns or not all(isinstance(t, str) for t in tns):
-        raise ValueError(f"{name}.tn must be a non-empty list of strings")
+def _required_string(data: dict[str, Any], name: str, part: str, code: str) -> str:
+    value = data.get(name)
+    where = f"{part} " if part else ""
+    if name not in data:
+        raise VerdictError(code, f"{where}missing required field: {name}")
+    if not isinstance(value, str):
+        raise VerdictError(code, f"{where}field {name} must be a string")
+    if not value.strip():
+        raise VerdictError(code, f"{where}field {name} must not be empty")
+    return value
+
+
+def parse_vvp_identity(value: str | None, now: float | None) -> Identity:
+    """The VVP-Identity header; VerdictError VVP_IDENTITY_MISSING or VVP_IDENTITY_INVALID.
+
+    `now` None skips the verifier's "iat not in the future" check (for cache keys)."""
+    if not value or not value.strip():
+        raise VerdictError("VVP_IDENTITY_MISSING")
+    code = "VVP_IDENTITY_INVALID"
+    obj = _json_part(value.strip(), "", code)
+    ppt = _required_string(obj, "ppt", "", code)
+    kid = _required_string(obj, "kid", "", code)
+    evd = _required_string(obj, "evd", "", code)
+    iat = _integer(obj.get("iat"))
+    if iat is None:
+        raise VerdictError(code, "field iat must be an integer")
+    if now is not None and iat > int(now) + CLOCK_SKEW_S:
+        raise VerdictError(code, f"iat {iat} is in the future beyond clock skew")
+    if "exp" not in obj:
+        return Identity(ppt, kid, evd, iat, iat + MAX_VALIDITY_S, exp_provided=False)
+    exp = _integer(obj["exp"])
+    if exp is None:
+        raise VerdictError(code, "field exp must be an integer")
+    return Identity(ppt, kid, evd, iat, exp, exp_provided=True)
+
+
+def _tn_list(tns: object, name: str, exactly_one: bool) -> list[str]:
+    code = "PASSPORT_PARSE_FAILED"
+    if not isinstance(tns, list):
+        raise VerdictError(code, f"{name}.tn must be an array")
+    if exactly_one and len(tns) != 1:
+        raise VerdictError(code, f"{name}.tn must contain exactly one phone number")
+    if not tns:
+        raise VerdictError(code, f"{name}.tn array must not be empty")
+    if not all(isinstance(t, str) for t in tns):
+        raise VerdictError(code, f"{name}.tn entries must be strings")
     return tns
 
 
-def parse_passport(jwt: str) -> Passport:
+def _evidence_url(payload: dict[str, Any]) -> str:
+    evd = payload.get("evd")
+    if evd is None:
+        attest = payload.get("attest")
+        creds = attest.get("creds") if isinstance(attest, dict) else None
+        if isinstance(creds, list) and creds:
+            first = creds[0]
+            if isinstance(first, str) and first.startswith("evd:"):
+                evd = first[4:]
+    if not isinstance(evd, str) or not evd:
+        raise VerdictError(
+            "PASSPORT_PARSE_FAILED", "payload missing required field: evd (or attest.creds)"
+        )
+    return evd
+
+
+def parse_passport(jwt: str | None) -> Passport:
+    """The PASSporT, by the real verifier's parser rules, in its order; VerdictError with
+    PASSPORT_MISSING, PASSPORT_FORBIDDEN_ALG or PASSPORT_PARSE_FAILED on failure."""
+    code = "PASSPORT_PARSE_FAILED"
+    if not jwt or not jwt.strip():
+        raise VerdictError("PASSPORT_MISSING")
     parts = jwt.strip().split(".")
-    if len(parts) != 3 or not all(parts):
-        raise ValueError("PASSporT must have three non-empty parts")
-    header = _json_object(parts[0])
-    payload = _json_object(parts[1])
-    if not isinstance(header.get("kid"), str) or not header["kid"]:
-        raise ValueError("header kid must be a non-empty string")
-    if not _is_int(payload.get("iat")):
-        raise ValueError("payload iat must be an integer")
-    if payload.get("exp") is not None and not _is_int(payload["exp"]):
-        raise ValueError("payload exp must be an integer")
-    if len(_tn_list(payload, "orig")) != 1:
-        raise ValueError("orig.tn must hold exactly one number")
-    _tn_list(payload, "dest")
+    if len(parts) != 3:
+        raise VerdictError(
+            code, f"JWT must have 3 parts (header.payload.signature), got {len(parts)}"
+        )
+    raw_header, raw_payload, raw_signature = parts
+
+    header = _json_part(raw_header, "header", code)
+    alg = _required_string(header, "alg", "header", code)
+    ppt = _required_string(header, "ppt", "header", code)
+    _required_string(header, "kid", "header", code)
+    typ = header.get("typ")
+    if isinstance(typ, str) and typ not in _ALLOWED_TYPS:
+        raise VerdictError(code, f"typ must be 'passport' or 'JWT' when present, got '{typ}'")
+    if alg not in _ALLOWED_ALGS:
+        raise VerdictError("PASSPORT_FORBIDDEN_ALG", alg)
+    if ppt != "vvp":
+        raise VerdictError(code, f"ppt must be 'vvp' for VVP PASSporTs, got '{ppt}'")
+
+    payload = _json_part(raw_payload, "payload", code)
+    if "iat" not in payload or _integer(payload["iat"]) is None:
+        raise VerdictError(code, "payload field iat must be an integer")
+    for name in ("orig", "dest"):
+        if not isinstance(payload.get(name), dict):
+            raise VerdictError(code, f"payload field {name} must be an object")
+    evd = _evidence_url(payload)
+    orig, dest = payload["orig"], payload["dest"]
+    if "tn" not in orig:
+        raise VerdictError(code, "payload orig.tn is required")
+    _tn_list(orig["tn"], "orig", exactly_one=True)
+    if "tn" not in dest:
+        raise VerdictError(code, "payload dest.tn is required")
+    _tn_list(dest["tn"], "dest", exactly_one=False)
+    for name in ("exp", "cseq"):
+        if name in payload and _integer(payload[name]) is None:
+            raise VerdictError(code, f"payload field {name} must be an integer")
+
+    try:
+        signature = decode_signature(raw_signature)
+    except ValueError as exc:
+        raise VerdictError(code, str(exc)) from exc
     return Passport(
         header=header,
         payload=payload,
-        signing_input=f"{parts[0]}.{parts[1]}".encode("ascii"),
-        signature=parts[2],
+        signing_input=f"{raw_header}.{raw_payload}".encode("ascii"),
+        signature=signature,
+        evd=evd,
     )
+
+
+def _check_binding(ident: Identity, pp: Passport, now: float) -> None:
+    """PASSporT against VVP-Identity, then expiry; VerdictError on the first failure."""
+    parse, expired = "PASSPORT_PARSE_FAILED", "PASSPORT_EXPIRED"
+    if pp.header["ppt"] != ident.ppt:
+        raise VerdictError(parse, "ppt mismatch between PASSporT and VVP-Identity")
+    if pp.header["kid"] != ident.kid:
+        raise VerdictError(parse, "kid mismatch between PASSporT and VVP-Identity")
+    iat = _integer(pp.payload["iat"])
+    assert iat is not None  # parse_passport checked it
+    if abs(iat - ident.iat) > BINDING_TOLERANCE_S:
+        raise VerdictError(parse, f"iat drift exceeds {BINDING_TOLERANCE_S}s")
+    exp = _integer(pp.payload.get("exp"))
+    if exp is not None:
+        if exp <= iat:
+            raise VerdictError(parse, "exp must be greater than iat")
+        if abs(exp - ident.exp) > BINDING_TOLERANCE_S:
+            raise VerdictError(parse, f"exp drift exceeds {BINDING_TOLERANCE_S}s")
+        if exp - iat > MAX_VALIDITY_S:
+            raise VerdictError(expired, f"validity window exceeds {MAX_VALIDITY_S}s")
+        if now > exp + CLOCK_SKEW_S:
+            raise VerdictError(expired, f"token expired: exp={exp}")
+    else:
+        if ident.exp_provided:
+            raise VerdictError(expired, "PASSporT exp absent but VVP-Identity exp provided")
+        if now > iat + MAX_VALIDITY_S + CLOCK_SKEW_S:
+            raise VerdictError(expired, f"max-age exceeded: iat={iat}")
+
+
+# --- SIP context ---------------------------------------------------------------------
 
 
 def tn_digits(uri_or_tn: str) -> str | None:
@@ -174,61 +383,99 @@ def _parse_time(value: str) -> float:
     return moment.timestamp()
 
 
-def _node(
-    name: str,
-    own: str,
-    reasons: list[str] | None = None,
-    evidence: list[str] | None = None,
-    children: list[tuple[bool, dict[str, Any]]] | None = None,
-) -> dict[str, Any]:
-    """A claim node; its status is the worst of its own and its REQUIRED children's."""
-    kids = children or []
-    status = own
-    for required, child in kids:
-        if required and _SEVERITY[child["status"]] > _SEVERITY[status]:
-            status = child["status"]
-    return {
-        "name": name,
-        "status": status,
-        "reasons": reasons or [],
-        "evidence": evidence or [],
-        "children": [{"required": r, "node": c} for r, c in kids],
-    }
+def _sip_context(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    context = body.get("context")
+    sip = context.get("sip") if isinstance(context, dict) else None
+    return sip if isinstance(sip, dict) else None
 
 
-def _fake_said(*parts: str) -> str:
-    # Shaped like a CESR Blake3 SAID ("E" + 43 chars); only stable, not content-derived.
-    digest = hashlib.sha256("|".join(parts).encode("utf-8")).digest()
-    return "E" + b64url_encode(b"\x00" + digest)[1:]
+def _e164(text: str) -> str | None:
+    digits = tn_digits(text)
+    return None if digits is None else "+" + digits
 
 
-def _card_brand(card: list[str]) -> tuple[str | None, str | None]:
-    name = logo = None
+def _check_context(pp: Passport | None, sip: dict[str, Any] | None) -> _Claim:
+    """context_aligned as the verifier checks it: From, then To, then timing; it stops at
+    the first mismatch (one reason, one CONTEXT_MISMATCH), with its messages."""
+    claim = _Claim("context_aligned")
+    if sip is None or pp is None:
+        claim.fail(INDETERMINATE, "SIP context not provided")
+        claim.evidence.append("sip_context:absent")
+        return claim
+    claim.evidence.append("sip_context:present")
+    from_uri, to_uri = str(sip.get("from_uri", "")), str(sip.get("to_uri", ""))
+    orig = _e164(pp.payload["orig"]["tn"][0])
+    from_tn = _e164(from_uri)
+    if from_tn is None:
+        claim.fail(INVALID, f"Could not extract phone from SIP From URI: {from_uri[:50]}")
+        return claim
+    if from_tn != orig:
+        claim.fail(INVALID, f"orig.tn '{orig}' != From URI '{from_tn}'")
+        return claim
+    claim.evidence.append(f"orig_aligned:{orig}")
+    dests = [_e164(t) for t in pp.payload["dest"]["tn"]]
+    to_tn = _e164(to_uri)
+    if to_tn is None:
+        claim.fail(INVALID, f"Could not extract phone from SIP To URI: {to_uri[:50]}")
+        return claim
+    if to_tn not in dests:
+        claim.fail(INVALID, f"To URI '{to_tn}' not in dest.tn {dests}")
+        return claim
+    claim.evidence.append(f"dest_aligned:{to_tn}")
+    invite_time = sip.get("invite_time")
+    try:
+        invite = _parse_time(str(invite_time))
+    except ValueError:
+        claim.fail(INDETERMINATE, f"Could not parse invite_time: {invite_time}")
+        return claim
+    drift = int(abs(pp.payload["iat"] - invite))
+    if drift > CONTEXT_TOLERANCE_S:
+        claim.fail(INVALID, f"iat drift {drift}s exceeds {CONTEXT_TOLERANCE_S}s tolerance")
+        return claim
+    claim.evidence.append(f"timing_aligned:drift={drift}s")
+    return claim
+
+
+# --- the answer ----------------------------------------------------------------------
+
+
+def _card_brand(card: list[str]) -> tuple[str | None, str | None, str | None]:
+    """Brand name (ORG), logo URL and logo hash (LOGO's HASH parameter) from vCard lines."""
+    name = logo = logo_hash = None
     for line in card:
         key, _, value = line.partition(":")
-        if key.upper() == "ORG" and value:
+        # partition() split at the first ':', after the parameters: LOGO;HASH=..;VALUE=URI:https..
+        prop, *params = key.split(";")
+        if prop.upper() == "ORG" and value:
             name = value
-        elif key.upper().startswith("LOGO") and value.startswith(("http://", "https://")):
-            # partition() split at the first ':', after the parameters: LOGO;VALUE=URI:https://..
+        elif prop.upper() == "LOGO" and value.startswith(("http://", "https://")):
             logo = value
-    return name, logo
+            for param in params:
+                pname, _, pvalue = param.partition("=")
+                if pname.upper() == "HASH" and pvalue:
+                    logo_hash = pvalue
+    return name, logo, logo_hash
 
 
-def _response(request_id: str, cache_hit: bool) -> dict[str, Any]:
+def _response(request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "overall_status": INVALID,
         "claims": None,
         "errors": None,
+        "has_variant_limitations": False,
+        "delegation_chain": None,
+        "signer_aid": None,
+        "toip_warnings": None,
+        "issuer_identities": None,
+        "vetter_constraints": None,
         "brand_name": None,
         "brand_logo_url": None,
         "brand_logo_hash": None,
         "certainty": "none",
-        "signer_aid": None,
-        "vetter_constraints": None,
-        "vetter_warning_reason": None,
         "revocation_pending": False,
-        "cache_hit": cache_hit,
+        "cache_hit": False,
+        "vetter_warning_reason": None,
     }
 
 
@@ -236,118 +483,32 @@ def certainty_for(status: str) -> str:
     return {VALID: "full", INDETERMINATE: "partial"}.get(status, "none")
 
 
-def _early_failure(resp: dict[str, Any], errors: _Errors) -> dict[str, Any]:
-    resp["errors"] = errors.items
-    return resp
-
-
-def _check_passport(
-    ident: Identity, pp: Passport, trusted: Mapping[str, bytes], now: float, errors: _Errors
-) -> dict[str, Any]:
+def _check_signature(
+    pp: Passport, trusted: Mapping[str, bytes], claim: _Claim, errors: _Errors
+) -> str | None:
+    """The signer's AID when the signature verifies; None otherwise (claim and errors set)."""
     kid = pp.header["kid"]
+    if not kid.startswith(("http://", "https://")):
+        # The verifier requires an OOBI URL: a bare AID is a spec violation (INVALID).
+        errors.add("KERI_RESOLUTION_FAILED", f"kid must be an OOBI URL, got {kid[:20]}...")
+        claim.fail(INVALID, "kid must be an OOBI URL")
+        return None
     aid = aid_from_oobi(kid)
-    alg = pp.header.get("alg")
-    reasons: list[str] = []
-    status = VALID
-    if alg != "EdDSA":
-        errors.add("PASSPORT_FORBIDDEN_ALG", f"alg {alg!r} is forbidden; only EdDSA")
-        reasons.append("forbidden alg")
-        status = INVALID
-    elif aid is None or aid not in trusted:
+    if aid is None or aid not in trusted:
         errors.add("KERI_RESOLUTION_FAILED", f"cannot resolve key state for kid {kid}")
-        reasons.append("signer key state unresolved")
-        status = INDETERMINATE
-    else:
-        try:
-            sig = decode_cesr_signature(pp.signature)
-        except ValueError as exc:
-            ok = False
-            reasons.append(str(exc))
-        else:
-            ok = verify_signature(trusted[aid], sig, pp.signing_input)
-        if not ok:
-            errors.add("PASSPORT_SIG_INVALID", "PASSporT signature does not verify")
-            reasons.append("signature invalid")
-            status = INVALID
-
-    iat: int = pp.payload["iat"]
-    exp: int = pp.payload.get("exp") or iat + MAX_VALIDITY_S
-    timing: str | None = None
-    if iat > now + CLOCK_SKEW_S:
-        timing = f"iat {iat} is more than {CLOCK_SKEW_S} s in the future"
-    elif exp - iat > MAX_VALIDITY_S:
-        timing = f"exp - iat is {exp - iat} s, more than {MAX_VALIDITY_S} s"
-    elif now > exp + CLOCK_SKEW_S:
-        timing = f"PASSporT expired at {exp}"
-    if timing:
-        errors.add("PASSPORT_EXPIRED", timing)
-        reasons.append(timing)
-        status = INVALID
-
-    binding: str | None = None
-    # Same tolerance for exp as for iat (spec), when both carry one.
-    if abs(ident.iat - iat) > BINDING_TOLERANCE_S:
-        binding = "VVP-Identity iat and PASSporT iat differ"
-    elif (
-        ident.exp is not None and "exp" in pp.payload and abs(ident.exp - exp) > BINDING_TOLERANCE_S
-    ):
-        binding = "VVP-Identity exp and PASSporT exp differ"
-    elif ident.kid != kid:
-        binding = "VVP-Identity kid and PASSporT kid differ"
-    elif pp.payload.get("evd") not in (None, ident.evd):
-        binding = "VVP-Identity evd and PASSporT evd differ"
-    if binding:
-        errors.add("PASSPORT_PARSE_FAILED", binding)
-        reasons.append(binding)
-        status = INVALID
-    return _node("passport_verified", status, reasons, [kid])
-
-
-def _check_context(pp: Passport, body: Mapping[str, Any], errors: _Errors) -> dict[str, Any]:
-    context = body.get("context")
-    sip = context.get("sip") if isinstance(context, dict) else None
-    if not isinstance(sip, dict):
-        return _node("context_aligned", INDETERMINATE, ["no SIP context supplied"])
-    orig_tn = tn_digits(_tn_list(pp.payload, "orig")[0])
-    dest_tns = {tn_digits(t) for t in _tn_list(pp.payload, "dest")}
-    problems: list[str] = []
-    from_uri, to_uri = sip.get("from_uri"), sip.get("to_uri")
-    if not isinstance(from_uri, str) or tn_digits(from_uri) != orig_tn or orig_tn is None:
-        problems.append(f"From {from_uri!r} does not match orig.tn")
-    to_tn = tn_digits(to_uri) if isinstance(to_uri, str) else None
-    if to_tn is None or to_tn not in dest_tns:
-        problems.append(f"To {to_uri!r} is not in dest.tn")
-    invite_time = sip.get("invite_time")
-    if invite_time is not None:
-        try:
-            delta = abs(pp.payload["iat"] - _parse_time(str(invite_time)))
-        except ValueError:
-            problems.append(f"invite_time {invite_time!r} is not RFC 3339")
-        else:
-            if delta > CONTEXT_TOLERANCE_S:
-                problems.append(f"iat is {delta:.0f} s from the INVITE time")
-    for problem in problems:
-        errors.add("CONTEXT_MISMATCH", problem)
-    return _node("context_aligned", INVALID if problems else VALID, problems)
-
-
-def _vetter_constraints(evd: str, orig: str, out_of_area: bool) -> dict[str, Any]:
-    digits = tn_digits(orig) or ""
-    target = digits[:2]
-    said = _fake_said(evd, "TN")
-    return {
-        said: {
-            "credential_said": said,
-            "credential_type": "TN",
-            "constraint_type": "jurisdiction",
-            "target_value": target,
-            "allowed_values": ["ZZ"] if out_of_area else [target],
-            "is_authorized": not out_of_area,
-            "reason": "vetter not certified for this jurisdiction (simulated)"
-            if out_of_area
-            else "vetter certified for this jurisdiction (simulated)",
-        }
-    }
+        claim.fail(INDETERMINATE, "signer key state unresolved")
+        return None
+    if not verify_signature(trusted[aid], pp.signature, pp.signing_input):
+        at = datetime.fromtimestamp(pp.payload["iat"], UTC).isoformat(timespec="seconds")
+        message = (
+            f"Ed25519 signature verification failed for kid={kid[:20]}... "
+            f"at reference time {at} (key state seq=0)"
+        )
+        errors.add("PASSPORT_SIG_INVALID", message)
+        claim.fail(INVALID, message)
+        return None
+    claim.evidence.append("signature_valid,tier2")
+    return aid
 
 
 def verify(
@@ -355,83 +516,160 @@ def verify(
     body: Mapping[str, Any],
     trusted: Mapping[str, bytes],
     now: float,
-    *,
-    cache_hit: bool = False,
+    options: Options | None = None,
 ) -> dict[str, Any]:
-    """Simulated verdict for one `/verify` request; `trusted` maps AID -> raw public key."""
-    resp = _response(str(uuid.uuid4()), cache_hit)
+    """Simulated verdict for one `/verify` request; `trusted` maps AID -> raw public key.
+
+    Raises ParserCrash only when options.parser_crash is set (see ParserCrash).
+    """
+    options = options or Options()
+    resp = _response(str(uuid.uuid4()))
     errors = _Errors()
-    if not vvp_identity_header or not vvp_identity_header.strip():
-        errors.add("VVP_IDENTITY_MISSING", "VVP-Identity header is missing")
-        return _early_failure(resp, errors)
     try:
-        ident = parse_vvp_identity(vvp_identity_header)
-    except ValueError as exc:
-        errors.add("VVP_IDENTITY_INVALID", f"VVP-Identity: {exc}")
-        return _early_failure(resp, errors)
-    resp["signer_aid"] = aid_from_oobi(ident.kid)
-    jwt = body.get("passport_jwt")
-    if not isinstance(jwt, str) or not jwt:
-        errors.add("PASSPORT_MISSING", "passport_jwt is empty")
-        return _early_failure(resp, errors)
+        ident = parse_vvp_identity(vvp_identity_header, now)
+    except VerdictError as exc:
+        errors.add(exc.code, exc.message)
+        resp["errors"] = errors.items
+        return resp
+
+    passport = _Claim("passport_verified")
+    pp: Passport | None = None
     try:
-        pp = parse_passport(jwt)
-    except (ValueError, UnicodeEncodeError) as exc:
-        errors.add("PASSPORT_PARSE_FAILED", f"PASSporT: {exc}")
-        return _early_failure(resp, errors)
-    resp["signer_aid"] = aid_from_oobi(pp.header["kid"]) or resp["signer_aid"]
+        pp = parse_passport(body.get("passport_jwt"))
+        passport.evidence.append(f"kid={pp.header['kid'][:20]}...")
+        _check_binding(ident, pp, now)
+        passport.evidence.append("binding_valid")
+    except VerdictError as exc:
+        errors.add(exc.code, exc.message)
+        passport.fail(INVALID, exc.message)
+    fatal = passport.status == INVALID
+    sip = _sip_context(body)
+    if pp is None and sip is not None and options.parser_crash:
+        raise ParserCrash("PASSporT refused by the parser, with a SIP context")
 
-    passport = _check_passport(ident, pp, trusted, now, errors)
-    evd = str(pp.payload.get("evd") or ident.evd)
-    card = pp.payload.get("card")
-    has_card = isinstance(card, list) and bool(card)
-    unreachable = UNREACHABLE_MARKER in evd
-    out_of_area = OUT_OF_JURISDICTION_MARKER in evd
-    dossier_state = INDETERMINATE if unreachable else VALID
-    if unreachable and not has_card:
-        errors.add("DOSSIER_FETCH_FAILED", f"cannot fetch dossier {evd}")
-    fetch_reason = ["dossier unreachable"] if unreachable else []
-    dossier = _node(
-        "dossier_verified",
-        VALID,
-        evidence=[evd],
-        children=[
-            (True, _node("chain_verified", dossier_state, fetch_reason)),
-            (True, _node("revocation_clear", dossier_state, fetch_reason)),
-        ],
-    )
-    signer_known = resp["signer_aid"] in trusted
-    party = dossier_state if signer_known else INDETERMINATE
-    authorization = _node(
-        "authorization_valid",
-        VALID,
-        children=[
-            (True, _node("party_authorized", party, [] if party == VALID else ["not checked"])),
-            (True, _node("tn_rights_valid", dossier_state, fetch_reason)),
-        ],
-    )
-    context = _check_context(pp, body, errors)
-    children = [(True, passport), (True, dossier), (True, authorization), (True, context)]
+    signer: str | None = None
+    if pp is not None and not fatal:
+        signer = _check_signature(pp, trusted, passport, errors)
+        fatal = passport.status == INVALID
+    if signer is not None:
+        resp["signer_aid"] = signer
+        if DELEGATED_MARKER in ident.evd:
+            resp["delegation_chain"] = dossier.delegation_chain(signer)
 
-    brand_name = brand_logo = None
-    brand_status: str | None = None
-    if has_card:
-        assert isinstance(card, list)
-        if unreachable:
-            errors.add("BRAND_CREDENTIAL_INVALID", "brand credential cannot be verified")
-            brand_status = INVALID
-        else:
-            brand_status = VALID if passport["status"] == VALID else INDETERMINATE
-        brand_name, brand_logo = _card_brand([str(line) for line in card])
-        children.append((False, _node("brand_verified", brand_status, evidence=[evd])))
-    if not unreachable:
-        resp["vetter_constraints"] = _vetter_constraints(
-            evd, _tn_list(pp.payload, "orig")[0], out_of_area
+    # The dossier: fetched (faked) only when the PASSporT has no fatal failure; the
+    # verification cache is looked up only then too.
+    cache_hit = options.cache_hit and not fatal
+    evd = ident.evd
+    dossier_claim = _Claim("dossier_verified")
+    fetched = False
+    if fatal:
+        dossier_claim.fail(INDETERMINATE, "Skipped due to passport verification failure")
+    elif UNREACHABLE_MARKER in evd:  # as the verifier's fetch timing out
+        message = f"Timeout after {DOSSIER_FETCH_TIMEOUT_S}s fetching {evd}"
+        errors.add("DOSSIER_FETCH_FAILED", message)
+        dossier_claim.fail(INDETERMINATE, message)
+    else:
+        fetched = True
+        dossier_claim.evidence.extend(dossier.dossier_evidence(evd))
+        if cache_hit:
+            dossier_claim.evidence.append("cache_hit:dossier_verification")
+
+    chain = _Claim("chain_verified")
+    revocation = _Claim("revocation_clear")
+    if not fetched:
+        chain.fail(INDETERMINATE, "Cannot validate chain: dossier validation failed")
+        revocation.fail(INDETERMINATE, "Cannot check revocation: dossier validation failed")
+    else:
+        chain.evidence.extend(dossier.chain_evidence(evd))
+        if not cache_hit:  # checked now, credential by credential
+            revocation.evidence.extend(dossier.revocation_evidence(evd))
+        elif options.revocation_stale:
+            revocation.fail(INDETERMINATE, STALE_REVOCATION_REASON)
+            revocation.evidence.append("revocation_data_stale")
+        else:  # the cached check is fresh
+            revocation.evidence.append("all_credentials_unrevoked")
+        resp["toip_warnings"] = dossier.toip_warnings(evd)
+
+    party, tn_rights = _Claim("party_authorized"), _Claim("tn_rights_valid")
+    if fetched and pp is not None:
+        kid_aid = aid_from_oobi(pp.header["kid"]) or pp.header["kid"]
+        resp["issuer_identities"] = dossier.issuer_identities(evd, kid_aid)
+        if kid_aid in trusted:
+            party.evidence.extend(dossier.party_evidence(evd, kid_aid))
+            tn_rights.evidence.extend(
+                dossier.tn_rights_evidence(evd, kid_aid, pp.payload["orig"]["tn"][0])
+            )
+        else:  # no key state for the signer: its authority cannot be tied to the dossier
+            party.fail(INDETERMINATE, "signer key state unresolved")
+            tn_rights.fail(INDETERMINATE, "Cannot validate: signer unresolved")
+    else:  # the verifier names the dossier even when the PASSporT's failure skipped it
+        party.fail(INDETERMINATE, "Cannot validate: dossier failed")
+        tn_rights.fail(INDETERMINATE, "Cannot validate: dossier failed")
+
+    if pp is not None or sip is None:
+        context = _check_context(pp, sip)
+    else:  # where the real verifier crashes (ParserCrash) when the fault is off
+        context = _Claim("context_aligned")
+        context.fail(INDETERMINATE, "Cannot validate: passport failed")
+    if context.status == INVALID:
+        errors.add("CONTEXT_MISMATCH", context.reasons[0])
+
+    authorization = _Claim("authorization_valid")
+    children = [
+        (True, passport.node()),
+        (True, dossier_claim.node([(True, chain.node()), (True, revocation.node())])),
+        (True, authorization.node([(True, party.node()), (True, tn_rights.node())])),
+        # Optional: the verifier's CONTEXT_ALIGNMENT_REQUIRED defaults to false.
+        (False, context.node()),
+    ]
+
+    card = pp.payload.get("card") if pp is not None else None
+    brand: _Claim | None = None
+    if isinstance(card, list) and card:
+        brand = _Claim("brand_verified")
+        name, logo, logo_hash = _card_brand([str(line) for line in card])
+        brand.evidence.append("card:present")
+        brand.evidence.extend(
+            f"{what}:{value[:40]}..." if len(value) > 40 else f"{what}:{value}"
+            for what, value in (("brand_name", name), ("brand_logo_url", logo))
+            if value is not None
         )
-    if out_of_area:
-        children.append((False, _node("vetter_constraints_valid", INVALID, [JURISDICTION_WARNING])))
+        if not fetched:
+            brand.fail(INVALID, "No brand credential found in dossier")
+            errors.add("BRAND_CREDENTIAL_INVALID", brand.reasons[0])
+        else:
+            brand.evidence.extend(dossier.brand_evidence(evd))
+        children.append((True, brand.node()))
+        if brand.status in (VALID, INDETERMINATE):
+            resp["brand_name"], resp["brand_logo_url"], resp["brand_logo_hash"] = (
+                name,
+                logo,
+                logo_hash,
+            )
+    if pp is not None and isinstance(pp.payload.get("goal"), str):
+        goal = _Claim("business_logic_verified")
+        goal.evidence.append(f"goal={pp.payload['goal']}")
+        children.append((True, goal.node()))
 
-    root = _node("caller_authorised", VALID, children=children)
+    vetter = _Claim("vetter_constraints_valid")
+    out_of_area = False
+    if fetched and pp is not None:
+        out_of_area = OUT_OF_JURISDICTION_MARKER in evd
+        constraints = dossier.vetter_constraints(evd, out_of_area)
+        resp["vetter_constraints"] = constraints
+        for said, info in constraints.items():
+            state = "authorized" if info["is_authorized"] else "unauthorized"
+            vetter.evidence.append(f"{state}:{said[:12]}...|jurisdiction:{info['target_value']}")
+        if out_of_area:
+            vetter.fail(
+                INVALID, "Vetter constraint violation: credential issuer not authorized for region"
+            )
+    else:
+        vetter.fail(INDETERMINATE, "Cannot validate vetter constraints: dossier failed")
+    # Optional: the verifier's ENFORCE_VETTER_CONSTRAINTS defaults to false.
+    children.append((False, vetter.node()))
+
+    root = _Claim("caller_authorised").node(children)
     if any(not e["recoverable"] for e in errors.items) or root["status"] == INVALID:
         overall = INVALID
     elif errors.items or root["status"] == INDETERMINATE:
@@ -447,8 +685,7 @@ def verify(
     resp["certainty"] = certainty_for(overall)
     resp["claims"] = [root]
     resp["errors"] = errors.items or None
-    if brand_status == VALID:
-        resp["brand_name"], resp["brand_logo_url"] = brand_name, brand_logo
+    resp["cache_hit"] = cache_hit
     return resp
 
 

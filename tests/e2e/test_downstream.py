@@ -88,7 +88,7 @@ def test_an_indeterminate_answer_says_why_and_asserts_nothing(edge: Edge, sim: S
     final = edge.call(302, mint("indeterminate", ORIG, DEST))
     assert final.header("Contact") == f"<sip:{DEST}@unverified.carrier.example>"
     assert final.header("X-VVP-Status") == "INDETERMINATE"
-    assert final.header("X-VVP-Reason") == "dossier unreachable"
+    assert final.header("X-VVP-Reason") == "Cannot validate chain: dossier validation failed"
     assert final.header("P-Asserted-Identity") is None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -13,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from harness import Process, free_port, wait_http
 
 from vvp_simulator.faults import Faults
-from vvp_simulator.keys import b64url_decode, decode_cesr_signature
-from vvp_simulator.passport import MintedIdentity, mint
+from vvp_simulator.keys import SigningKey, b64url_decode, decode_signature
+from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint, sign_jwt
 from vvp_simulator.server import SimulatorSettings, start
 from vvp_simulator.verdict import RESPONSE_KEYS
 
@@ -236,6 +239,8 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         "error_rate": 0.0,
         "force_status": None,
         "inject": False,
+        "parser_crash": False,
+        "stale_revocation_every_s": 0.0,
     }
     assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
     for bad in (
@@ -245,6 +250,9 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         {"force_status": "OK"},
         {"inject": "yes"},
         {"inject": 1},
+        {"parser_crash": 1},
+        {"stale_revocation_every_s": -1},
+        {"stale_revocation_every_s": True},
     ):
         resp = await client.post("/_sim/faults", json=bad)
         assert resp.status_code == 400, bad
@@ -300,7 +308,7 @@ def test_cli_mint_json() -> None:
     data = json.loads(proc.stdout)
     assert data["kind"] == "brand" and data["orig"] == ORIG and data["dest"] == DEST
     assert data["identity"] == f"{data['passport_jwt']};info=<{data['kid']}>;alg=EdDSA;ppt=vvp"
-    assert len(decode_cesr_signature(data["passport_jwt"].split(".")[2])) == 64
+    assert len(decode_signature(data["passport_jwt"].split(".")[2])) == 64
     assert json.loads(b64url_decode(data["vvp_identity"]))["kid"] == data["kid"]
 
 
@@ -352,3 +360,170 @@ async def test_cli_csv_rows_verify_against_the_server(
         headers, body = request_for(m)
         statuses.append((await client.post("/verify", headers=headers, json=body)).json())
     assert [s["overall_status"] for s in statuses] == ["VALID", "INVALID", "INDETERMINATE"]
+
+
+# --- as the real verifier: encodings, signers, crash, failure modes ---------------
+
+
+@pytest.mark.parametrize(("sig_form", "aid_code"), [("jws", "D"), ("cesr", "B"), ("jws", "B")])
+async def test_signature_forms_and_aid_forms_are_valid_over_http(
+    client: httpx.AsyncClient, sig_form: str, aid_code: str
+) -> None:
+    m = mint("valid", ORIG, DEST, sig_form=sig_form, aid_code=aid_code)
+    headers, body = request_for(m)
+    data = (await client.post("/verify", headers=headers, json=body)).json()
+    assert (data["overall_status"], data["errors"]) == ("VALID", None)
+    assert data["signer_aid"] == DEMO_ISSUER.aid_for(aid_code)
+
+
+def test_cli_trust_aid_trusts_an_issuer_by_its_public_aid(tmp_path: Path) -> None:
+    # An operator's issuer: minted with its seed, trusted by the simulator by its B AID alone
+    # (read from the minted kid), both through the CLI.
+    proc = run_cli(
+        "mint", "--orig", ORIG, "--dest", DEST, "--format", "json",
+        "--seed", "an-operators-issuer", "--aid-code", "B",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    minted = json.loads(proc.stdout)
+    aid = minted["kid"].split("/oobi/")[1].split("/")[0]
+    issuer = SigningKey.from_seed_text("an-operators-issuer")
+    assert aid == issuer.aid_for("B")
+    port = free_port()
+    sim = Process(
+        "simulator",
+        [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port), "--trust-aid", aid],
+        tmp_path / "sim.log",
+    )
+    sim.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/healthz")
+
+        def judge(m: MintedIdentity) -> tuple[str, list[str]]:
+            headers, body = request_for(m)
+            data = httpx.post(f"{url}/verify", headers=headers, json=body, timeout=5).json()
+            return data["overall_status"], [e["code"] for e in data["errors"] or []]
+
+        cli_minted = MintedIdentity(
+            minted["passport_jwt"], minted["vvp_identity"], minted["kid"], ORIG, DEST, "valid"
+        )
+        assert judge(cli_minted) == ("VALID", [])
+        # Only what was named is trusted: not the same key's D AID, not the demo issuer.
+        untrusted = ("INDETERMINATE", ["KERI_RESOLUTION_FAILED"])
+        assert judge(mint("valid", ORIG, DEST, key=issuer, aid_code="D")) == untrusted
+        assert judge(mint("valid", ORIG, DEST)) == untrusted
+    finally:
+        sim.stop()
+    assert "VVP verifier SIMULATOR" in sim.output()
+
+
+def test_cli_trust_aid_refuses_a_bad_aid(tmp_path: Path) -> None:
+    proc = run_cli("serve", "--port", "0", "--trust-aid", "Enot-an-ed25519-aid")
+    assert proc.returncode == 2
+    assert "vvp-simulator: error: cannot trust 'Enot-an-ed25519-aid'" in proc.stderr
+
+
+def test_cli_mint_sig_form_and_aid_code() -> None:
+    proc = run_cli(
+        "mint", "--orig", ORIG, "--dest", DEST, "--format", "json",
+        "--sig-form", "jws", "--aid-code", "B",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert len(data["passport_jwt"].rsplit(".", 1)[1]) == 86
+    assert f"/oobi/{DEMO_ISSUER.aid_for('B')}/" in data["kid"]
+
+
+def _raw_request(port: int, headers: dict[str, str], body: dict[str, Any]) -> bytes:
+    payload = json.dumps(body).encode()
+    lines = [
+        "POST /verify HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(payload)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = {}
+    for line in header_lines:
+        if line:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), 5)
+    return int(status_line.split()[1]), fields, body
+
+
+def _without_kid(m: MintedIdentity) -> str:
+    head, payload, _ = m.passport_jwt.split(".")
+    header = json.loads(b64url_decode(head))
+    del header["kid"]
+    return sign_jwt(header, json.loads(b64url_decode(payload)), DEMO_ISSUER)
+
+
+async def test_parser_crash_answers_500_text_then_closes_the_keepalive_connection(
+    base_url: str, client: httpx.AsyncClient
+) -> None:
+    port = int(base_url.rsplit(":", 1)[1])
+    m = mint("valid", ORIG, DEST)
+    headers, good = request_for(m)
+    bad = {**good, "passport_jwt": _without_kid(m)}
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        # Fault off: the parser's code, and the connection stays usable.
+        writer.write(_raw_request(port, headers, bad))
+        status, fields, body = await _read_response(reader)
+        assert status == 200 and json.loads(body)["errors"][0]["code"] == "PASSPORT_PARSE_FAILED"
+        await set_faults(client, parser_crash=True)
+        writer.write(_raw_request(port, headers, good))
+        status, _, body = await _read_response(reader)
+        assert status == 200 and json.loads(body)["overall_status"] == "VALID"
+
+        writer.write(_raw_request(port, headers, bad))
+        status, fields, body = await _read_response(reader)
+        assert status == 500
+        assert fields["content-type"].startswith("text/plain")
+        assert body == b"Internal Server Error"
+        assert "connection" not in fields  # no Connection: close, as the real one
+        # The next request on that keep-alive connection finds it closed (EOF or reset).
+        with contextlib.suppress(ConnectionError):
+            writer.write(_raw_request(port, headers, good))
+            await writer.drain()
+        with contextlib.suppress(ConnectionError):
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    stats = (await client.get("/_sim/stats")).json()
+    assert stats["faults"]["parser_crash"] == 1
+    # Without a SIP context the real verifier does not crash: the parser's code.
+    no_sip = {**bad, "context": {k: v for k, v in bad["context"].items() if k != "sip"}}
+    data = (await client.post("/verify", headers=headers, json=no_sip)).json()
+    assert data["errors"][0]["code"] == "PASSPORT_PARSE_FAILED"
+
+
+async def test_stale_revocation_fault_over_http(client: httpx.AsyncClient) -> None:
+    # A period shorter than any two calls: every cached call is stale.
+    await set_faults(client, stale_revocation_every_s=1e-9)
+    m = mint("valid", ORIG, DEST)
+    headers, body = request_for(m)
+    first = (await client.post("/verify", headers=headers, json=body)).json()
+    second = (await client.post("/verify", headers=headers, json=body)).json()
+    assert (first["overall_status"], first["cache_hit"]) == ("VALID", False)
+    assert (second["overall_status"], second["cache_hit"]) == ("INDETERMINATE", True)
+    assert second["errors"] is None and second["certainty"] == "partial"
+    assert second["revocation_pending"] is False
+    await set_faults(client, stale_revocation_every_s=0)
+    third = (await client.post("/verify", headers=headers, json=body)).json()
+    assert third["overall_status"] == "VALID"
+
+
+async def test_warning_over_http(client: httpx.AsyncClient) -> None:
+    data = (await post_verify(client, "warning")).json()
+    assert data["overall_status"] == "WARNING"
+    assert data["vetter_warning_reason"] == "vetter_not_authorised_for_jurisdiction"

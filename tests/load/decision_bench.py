@@ -26,7 +26,7 @@ from vvp_helper.reload import PolicyStore
 from vvp_helper.verifier import Verdict
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.passport import mint
-from vvp_simulator.verdict import verify
+from vvp_simulator.verdict import Options, verify
 
 REPO = Path(__file__).resolve().parents[2]
 ORIG, DEST = "+441923311001", "+441923311006"
@@ -67,7 +67,7 @@ def main() -> None:
             request.body(),
             trusted_keys((DEMO_ISSUER_SEED,)),
             time.time(),
-            cache_hit=True,
+            Options(cache_hit=True),
         )
     )
     verdict = Verdict.from_json(jsonfast.loads(answer))
