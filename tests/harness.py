@@ -144,7 +144,15 @@ class Simulator(Process):
 
     def reset(self) -> None:
         """Back to a healthy simulator with zeroed counters."""
-        self.set_faults(mode="normal", latency_ms=0, error_rate=0, force_status=None, inject=False)
+        self.set_faults(
+            mode="normal",
+            latency_ms=0,
+            error_rate=0,
+            force_status=None,
+            inject=False,
+            parser_crash=False,
+            stale_revocation_every_s=0,
+        )
         http_json(f"{self.url}/_sim/reset-stats", {})
 
     def verify_requests(self) -> int:

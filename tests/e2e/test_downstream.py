@@ -1,9 +1,9 @@
 """End to end with the shipped default policy: what the callee's side sees of a verified
 call. sipp -> real Kamailio -> helper (policy/default.yaml) -> simulator.
 
-The stale-revocation INDETERMINATE (errors null, reason only in the claim tree) and the
-verifier's brand_logo_hash are covered by tests/unit/test_verdict_facts.py with recorded
-real answers; here the simulator's own answers and its force_status fault are used.
+The verifier's brand_logo_hash is covered by tests/unit/test_verdict_facts.py with
+recorded real answers (the real issuer writes no logo hash); here the simulator's own
+answers and its faults are used.
 """
 
 from __future__ import annotations
@@ -90,6 +90,22 @@ def test_an_indeterminate_answer_says_why_and_asserts_nothing(edge: Edge, sim: S
     assert final.header("X-VVP-Status") == "INDETERMINATE"
     assert final.header("X-VVP-Reason") == "Cannot validate chain: dossier validation failed"
     assert final.header("P-Asserted-Identity") is None
+
+
+def test_stale_revocation_data_says_why_although_the_verifier_gives_no_error(
+    edge: Edge, sim: Simulator
+) -> None:
+    # The real verifier's INDETERMINATE with errors null: the reason is only in the claim
+    # tree (revocation_clear), and it must still reach the callee's side.
+    sim.set_faults(stale_revocation_every_s=0.001)
+    edge.call(302, mint("valid", ORIG, DEST))  # the dossier is in the verifier's cache now
+    second = edge.call(302, mint("valid", ORIG, DEST))
+    assert second.header("X-VVP-Status") == "INDETERMINATE"
+    assert second.header("X-VVP-Reason") == (
+        "Revocation data stale \u2014 background re-check pending"
+    )
+    assert second.header("X-VVP-Error") is None
+    assert second.header("P-Asserted-Identity") is None
 
 
 def test_a_forged_identity_is_refused_with_its_reason(edge: Edge, sim: Simulator) -> None:
