@@ -236,6 +236,10 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         "error_rate": 0.0,
         "force_status": None,
         "inject": False,
+        "capacity": None,
+        "cold_ms": 0.0,
+        "latency_factor": 1.0,
+        "crash_call_id_prefix": None,
     }
     assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
     for bad in (
