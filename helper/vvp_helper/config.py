@@ -27,7 +27,9 @@ class Settings:
     #: Base URL of the VVP Verifier; ``/verify`` is appended.
     verifier_url: str | None = None
     #: Seconds the verifier gets per request (design: < helper deadline < Kamailio's wait).
-    verifier_timeout: float = 5.0
+    #: Longer than the verifier's own dossier-fetch timeout (5 s), so its answer for an
+    #: unreachable dossier (DOSSIER_FETCH_FAILED) arrives before the helper gives up.
+    verifier_timeout: float = 6.0
     #: Optional ``Authorization: Bearer`` for verifiers behind a gateway.
     verifier_token: str | None = None
     #: Ceiling of the adaptive verifier concurrency limit (and the connection pool size):
@@ -37,7 +39,7 @@ class Settings:
     verifier_concurrency: int = 512
     #: Seconds after which the helper answers ``error`` whatever is still pending. Must
     #: stay below Kamailio's VVP_HELPER_TIMEOUT_MS so the policy, not the fallback, decides.
-    deadline: float = 5.5
+    deadline: float = 6.5
     #: Seconds a call may have waited (since Kamailio received it) when its decision
     #: starts; a call that waited longer gets the policy's ``error`` answer at once
     #: (EXT_HELPER_OVERLOADED): under overload, fast answers instead of timeouts. 0 = off.

@@ -59,9 +59,9 @@ class Gradient2:
         tolerance: float = 1.5,
         long_windows: int = 600,
         queue_size: Callable[[float], float] = lambda limit: 4.0,
-        window_samples: int = 10,
+        window_samples: int = 5,
         window_min: float = 0.1,
-        window_max: float = 1.0,
+        window_max: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 1 <= min_limit <= max_limit:

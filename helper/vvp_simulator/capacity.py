@@ -7,9 +7,9 @@ behaviour of the edge. ``Load.gate`` runs before each ``/verify`` answer and add
 
 - **capacity** (verifications/s): a fixed number of "workers" (``slots``), each taking a
   service time of ``slots / capacity`` seconds per verification, served first come first
-  served. Below capacity a call takes the service time; above it requests queue for a
-  worker, so latency grows without bound the way a saturated server's does, and the
-  throughput stays at ``capacity``.
+  served (scheduled in virtual time, so the throughput is exact). Below capacity a call
+  takes the service time; above it requests queue for a worker, so latency grows without
+  bound the way a saturated server's does, and the throughput stays at ``capacity``.
 - **cold_ms**: the first verification of each dossier (the VVP-Identity ``evd``) waits this
   long before it is served (the dossier fetch, an I/O wait that does not hold a worker).
   Every call that arrives before the first one finished pays it too: the real verifier
@@ -27,6 +27,7 @@ else lives here, so the hook is easy to carry to another HTTP framework.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 from collections import Counter
 from typing import Any
@@ -49,7 +50,7 @@ class Load:
     """Per-simulator load state: the workers and the warm dossiers."""
 
     def __init__(self) -> None:
-        self._slots: asyncio.Semaphore | None = None
+        self._free_at: list[float] | None = None  # a heap: when each worker is next free
         self._slots_for: float | None = None
         self.warm: set[str] = set()
         #: Requests waiting for or holding a worker (what the queue looks like).
@@ -88,15 +89,21 @@ class Load:
         return None
 
     async def _serve(self, capacity: float, factor: float) -> None:
+        # Each worker's schedule is kept in virtual time (when it will next be free), so
+        # the throughput is exactly ``capacity`` whatever the event loop's sleep overshoot:
+        # a request takes the worker free soonest, starts when it frees, holds it for the
+        # service time. A request whose client gave up still takes its turn, as on a real
+        # server that does not notice.
         slots, service = self.workers(capacity)
-        if self._slots is None or self._slots_for != capacity:
-            # A new capacity at run time: a new pool (calls already queued finish on the
-            # old one).
-            self._slots, self._slots_for = asyncio.Semaphore(slots), capacity
+        if self._free_at is None or self._slots_for != capacity:
+            self._free_at, self._slots_for = [0.0] * slots, capacity  # a new capacity
+        now = asyncio.get_running_loop().time()
+        free = heapq.heappop(self._free_at)
+        done = max(now, free) + service * factor
+        heapq.heappush(self._free_at, done)
         self.queued += 1
         try:
-            async with self._slots:
-                await asyncio.sleep(service * factor)
+            await asyncio.sleep(done - now)
         finally:
             self.queued -= 1
 

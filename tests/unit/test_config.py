@@ -26,8 +26,8 @@ def test_defaults_listen_on_loopback_with_the_shipped_policy() -> None:
 
 def test_default_deadline_leaves_the_verifier_its_full_timeout() -> None:
     settings = Settings()
-    assert settings.verifier_timeout == 5.0
-    assert settings.deadline == 5.5
+    assert settings.verifier_timeout == 6.0
+    assert settings.deadline == 6.5
     assert settings.deadline > settings.verifier_timeout
 
 
