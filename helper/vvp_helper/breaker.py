@@ -115,7 +115,7 @@ class CircuitBreaker:
                 return False
             self._half_open(now)
         self._credit += self.admitted
-        if self._credit >= 1.0:
+        if self._credit >= 1.0 - 1e-9:  # shares such as 0.1 do not add up exactly
             self._credit -= 1.0
             return True
         return False

@@ -8,6 +8,11 @@ the verifier's measured latency, as Netflix's ``Gradient2Limit`` does:
     gradient  = clamp(tolerance * long_rtt / short_rtt, 0.5, 1.0)
     new_limit = limit * gradient + queue_size
     limit     = limit * (1 - smoothing) + new_limit * smoothing      (within min..max)
+    queue_size = sqrt(limit)
+
+(One change from Netflix's defaults: a falling limit is smoothed by ``smoothing_down``,
+0.5, instead of 0.2, so that it follows a verifier that slowed down within a few seconds
+rather than tens of them: cut fast, grow slowly, as TCP does.)
 
 ``short_rtt`` is the average latency of the last window of samples, ``long_rtt`` a slow
 exponential average of those windows (the verifier's "unloaded" latency): while latency
@@ -35,6 +40,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+#: Windows averaged plainly before the long RTT becomes an exponential average.
+LONG_WARMUP = 10
+
 
 @dataclass(slots=True)
 class _Window:
@@ -56,9 +64,10 @@ class Gradient2:
         min_limit: float = 4,
         max_limit: float = 512,
         smoothing: float = 0.2,
+        smoothing_down: float = 0.5,
         tolerance: float = 1.5,
         long_windows: int = 600,
-        queue_size: Callable[[float], float] = lambda limit: 4.0,
+        queue_size: Callable[[float], float] = math.sqrt,
         window_samples: int = 5,
         window_min: float = 0.1,
         window_max: float = 0.5,
@@ -70,6 +79,7 @@ class Gradient2:
         self.min_limit = float(min_limit)
         self.max_limit = float(max_limit)
         self.smoothing = smoothing
+        self.smoothing_down = smoothing_down
         self.tolerance = tolerance
         self.long_windows = long_windows
         self.queue_size = queue_size
@@ -104,9 +114,13 @@ class Gradient2:
     def _update(self, short_rtt: float, in_flight: int, dropped: bool) -> None:
         self.last_rtt = short_rtt
         short_rtt = max(short_rtt, 1e-6)
-        # The long average: a plain mean over the first windows, then exponential.
+        # The long average: a plain mean over the first windows (Netflix's warm-up of
+        # 10), then exponential over ``long_windows`` windows.
         self._long_count += 1
-        weight = 1.0 / min(self._long_count, self.long_windows)
+        if self._long_count <= LONG_WARMUP:
+            weight = 1.0 / self._long_count
+        else:
+            weight = 2.0 / (self.long_windows + 1)
         self.long_rtt += (short_rtt - self.long_rtt) * weight
         if self.long_rtt / short_rtt > 2:
             # Latency is back well under its long average (after a long overload, or a
@@ -116,7 +130,8 @@ class Gradient2:
             return  # app-limited: the limit is not what holds the calls back
         gradient = max(0.5, min(1.0, self.tolerance * self.long_rtt / short_rtt))
         new_limit = self.limit * gradient + self.queue_size(self.limit)
-        new_limit = self.limit * (1 - self.smoothing) + new_limit * self.smoothing
+        smoothing = self.smoothing if new_limit >= self.limit else self.smoothing_down
+        new_limit = self.limit * (1 - smoothing) + new_limit * smoothing
         self.limit = max(self.min_limit, min(self.max_limit, new_limit))
 
 
