@@ -23,6 +23,9 @@ everyone. So a 500 is attributed to *the request* when the verifier is otherwise
 (``VerifierRefusedRequest``, code PASSPORT_PARSE_FAILED, the parser failure the verifier
 would have reported) and the breaker does not count it. With no recent verdict, the 500
 is the verifier's (a verifier answering 500 to everyone): ``error``, counted as a failure.
+
+Why not a library (pybreaker, aiobreaker, purgatory, circuitbreaker): see
+docs/adr/0015-verifier-circuit-breaker.md.
 """
 
 from __future__ import annotations
