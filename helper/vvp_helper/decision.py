@@ -24,7 +24,7 @@ from typing import Any
 
 from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
-from .breaker import GuardedVerifier
+from .breaker import GuardedVerifier, failure_cause
 from .errors import VerifierError, VerifierHTTPError
 from .identity import PrecheckSettings
 from .metrics import Metrics
@@ -263,9 +263,9 @@ class Decider:
             errors = ({"code": exc.code, "message": str(exc)},)
             # ``invalid`` when the guard found the request at fault (a healthy verifier
             # failing on this one request), else ``error``; see breaker.GuardedVerifier.
-            return conclude(
-                call, policy, exc.outcome, errors, error_kind=exc.kind, verifier_ms=elapsed
-            )
+            # The log's error_kind names the upstream status (http_500, http_503, ...).
+            kind = failure_cause(exc)
+            return conclude(call, policy, exc.outcome, errors, error_kind=kind, verifier_ms=elapsed)
         elapsed = (time.perf_counter() - started) * 1000
         self._observe_verifier(elapsed, None)
         return conclude(
