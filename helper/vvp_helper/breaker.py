@@ -19,7 +19,7 @@ connection) for PASSporTs its parser chokes on: a caller can provoke it. Under t
 rule - a caller decides what it sends, never which branch of the policy answers it - such
 a 500 must not reach the fail-open ``error`` route, and must not open the breaker for
 everyone. So a 500 is attributed to *the request* when the verifier is otherwise healthy
-(breaker closed and a verdict arrived within ``healthy_seconds``): the call is ``invalid``
+(breaker not open and a verdict arrived within ``healthy_seconds``): the call is ``invalid``
 (``VerifierRefusedRequest``, code PASSPORT_PARSE_FAILED, the parser failure the verifier
 would have reported) and the breaker does not count it. With no recent verdict, the 500
 is the verifier's (a verifier answering 500 to everyone): ``error``, counted as a failure.
@@ -126,7 +126,9 @@ class CircuitBreaker:
     def healthy(self) -> bool:
         """Does the verifier look healthy apart from this request? (See the module doc.)"""
         recent = self._clock() - self._last_verdict <= self.settings.healthy_seconds
-        return self.state is State.CLOSED and recent
+        # Half-open counts too when probes are getting verdicts: otherwise crafted 500s
+        # among the probes could keep the breaker from closing, for everyone.
+        return self.state is not State.OPEN and recent
 
     def record(self, cause: str | None) -> None:
         """An answer: ``None`` a verdict, else the failure cause (a bounded label)."""

@@ -114,7 +114,18 @@ def test_healthy_needs_a_recent_verdict_and_a_closed_breaker() -> None:
     b.record(None)
     open_it(b)
     b.record(None)
-    assert not b.healthy()
+    assert not b.healthy()  # open: whatever it answered last
+
+
+def test_crafted_500s_among_half_open_probes_do_not_keep_it_open() -> None:
+    clock = Clock()
+    b = breaker(clock, open_seconds=5.0, healthy_seconds=2.0)
+    open_it(b)
+    clock.now += 5.0
+    assert b.allow()
+    assert not b.healthy()  # no verdict since it opened: a 500 now is the verifier's
+    b.record(None)  # a probe got its verdict
+    assert b.healthy()  # so a 500 for the next request is that request's, not counted
 
 
 @pytest.mark.parametrize(
