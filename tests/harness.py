@@ -152,6 +152,8 @@ class Simulator(Process):
             inject=False,
             parser_crash=False,
             stale_revocation_every_s=0,
+            latency_factor=1,
+            crash_call_id_prefix=None,
         )
         http_json(f"{self.url}/_sim/reset-stats", {})
 

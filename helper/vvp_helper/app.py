@@ -112,13 +112,7 @@ class HelperService:
                 token=settings.verifier_token,
                 max_connections=settings.verifier_concurrency,
             )
-            self._verifier = GuardedVerifier(
-                client,
-                failure_threshold=settings.breaker_failures,
-                reset_timeout=settings.breaker_reset,
-                max_in_flight=settings.verifier_concurrency,
-                metrics=metrics,
-            )
+            self._verifier = GuardedVerifier.from_settings(client, settings, metrics)
         if settings.replay_check:
             store: ReplayStore = (
                 RedisReplayStore(settings.replay_redis_url)

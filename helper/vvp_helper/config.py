@@ -27,17 +27,19 @@ class Settings:
     #: Base URL of the VVP Verifier; ``/verify`` is appended.
     verifier_url: str | None = None
     #: Seconds the verifier gets per request (design: < helper deadline < Kamailio's wait).
-    verifier_timeout: float = 5.0
+    #: Longer than the verifier's own dossier-fetch timeout (5 s), so its answer for an
+    #: unreachable dossier (DOSSIER_FETCH_FAILED) arrives before the helper gives up.
+    verifier_timeout: float = 6.0
     #: Optional ``Authorization: Bearer`` for verifiers behind a gateway.
     verifier_token: str | None = None
-    #: Most verifier requests in flight at once (connection pool size); past it a call
-    #: gets the policy's ``error`` answer (EXT_VERIFIER_OVERLOADED). Above Kamailio's
-    #: VVP_MAX_IN_DECISION (400), so that with one helper a burst Kamailio lets through is
-    #: verified, and overload is shed by Kamailio's 503 + Retry-After instead.
+    #: Ceiling of the adaptive verifier concurrency limit (and the connection pool size):
+    #: the limit follows the verifier's latency between 4 and this. Above Kamailio's
+    #: VVP_MAX_IN_DECISION (400), so the ceiling is never what sheds a healthy verifier's
+    #: load; a saturated verifier is protected by the adaptive limit below it.
     verifier_concurrency: int = 512
     #: Seconds after which the helper answers ``error`` whatever is still pending. Must
     #: stay below Kamailio's VVP_HELPER_TIMEOUT_MS so the policy, not the fallback, decides.
-    deadline: float = 5.5
+    deadline: float = 6.5
     #: Seconds a call may have waited (since Kamailio received it) when its decision
     #: starts; a call that waited longer gets the policy's ``error`` answer at once
     #: (EXT_HELPER_OVERLOADED): under overload, fast answers instead of timeouts. 0 = off.
@@ -54,10 +56,17 @@ class Settings:
     kamailio_rpc_urls: tuple[str, ...] = ()
     #: Seconds between re-pushes of the fallback (a restarted Kamailio gets it back).
     fallback_push_interval: float = 10.0
-    #: Verifier failures in a row that open the circuit breaker.
-    breaker_failures: int = 5
-    #: Seconds the breaker stays open before one probe is let through.
+    #: Circuit breaker: the last ``breaker_window`` verifier answers are remembered; once
+    #: ``breaker_min_calls`` are, a failure share of at least ``breaker_failure_rate``
+    #: (refused/reset, timeouts, 502/503/504, unusable answers) opens it.
+    breaker_window: int = 50
+    breaker_min_calls: int = 20
+    breaker_failure_rate: float = 0.5
+    #: Seconds the breaker stays open before half-open admission (10 %, doubling) starts.
     breaker_reset: float = 5.0
+    #: Seconds a call may wait for a verification slot when the adaptive limit is full,
+    #: before it gets the error answer at once (EXT_VERIFIER_OVERLOADED).
+    verifier_max_wait: float = 0.05
     #: Flag a PASSporT seen on another Call-ID within its validity (EXT_PASSPORT_REPLAY).
     replay_check: bool = True
     #: Share replay detection between edge nodes through this Redis (redis://host:6379/0).
@@ -76,7 +85,7 @@ class Settings:
                 raise ConfigError(f"verifier URL {self.verifier_url!r} is not an http(s) URL")
         for name in (
             "verifier_timeout", "deadline", "max_queue_wait", "policy_watch_interval",
-            "breaker_reset",
+            "breaker_reset", "verifier_max_wait",
         ):  # fmt: skip
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -90,8 +99,12 @@ class Settings:
             )
         if self.verifier_concurrency < 1:
             raise ConfigError("verifier concurrency must be at least 1")
-        if self.breaker_failures < 1 or self.max_in_flight < 1:
-            raise ConfigError("breaker failures and max in flight must be at least 1")
+        if self.max_in_flight < 1:
+            raise ConfigError("max in flight must be at least 1")
+        if not 1 <= self.breaker_min_calls <= self.breaker_window:
+            raise ConfigError("breaker min calls must be between 1 and the breaker window")
+        if not 0 < self.breaker_failure_rate <= 1:
+            raise ConfigError("breaker failure rate must be in (0, 1]")
         if self.replay_redis_url is not None and not self.replay_redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -169,8 +182,11 @@ class Settings:
             fallback_push_interval=number(
                 "VVP_FALLBACK_PUSH_INTERVAL", defaults.fallback_push_interval
             ),
-            breaker_failures=whole("VVP_BREAKER_FAILURES", defaults.breaker_failures),
+            breaker_window=whole("VVP_BREAKER_WINDOW", defaults.breaker_window),
+            breaker_min_calls=whole("VVP_BREAKER_MIN_CALLS", defaults.breaker_min_calls),
+            breaker_failure_rate=number("VVP_BREAKER_FAILURE_RATE", defaults.breaker_failure_rate),
             breaker_reset=number("VVP_BREAKER_RESET", defaults.breaker_reset),
+            verifier_max_wait=number("VVP_VERIFIER_MAX_WAIT", defaults.verifier_max_wait),
             replay_check=flag("VVP_REPLAY_CHECK", True),
             replay_redis_url=env.get("VVP_REPLAY_REDIS_URL") or None,
             shared_secret=env.get("VVP_HELPER_SECRET") or None,

@@ -25,8 +25,8 @@ from typing import Any, Literal, get_args
 
 from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
-from .breaker import GuardedVerifier
-from .errors import VerifierError
+from .breaker import GuardedVerifier, failure_cause
+from .errors import VerifierError, VerifierHTTPError
 from .facts import failed_claims, verified_number, why_not_valid
 from .identity import PrecheckSettings
 from .metrics import Metrics
@@ -327,9 +327,13 @@ class Decider:
             verdict = await self.verifier.verify(request)
         except VerifierError as exc:
             elapsed = (time.perf_counter() - started) * 1000
-            self._observe_verifier(elapsed, exc.kind)
+            self._observe_verifier(elapsed, exc)
             errors = ({"code": exc.code, "message": str(exc)},)
-            return conclude(call, policy, "error", errors, error_kind=exc.kind, verifier_ms=elapsed)
+            # ``invalid`` when the guard found the request at fault (a healthy verifier
+            # failing on this one request), else ``error``; see breaker.GuardedVerifier.
+            # The log's error_kind names the upstream status (http_500, http_503, ...).
+            kind = failure_cause(exc)
+            return conclude(call, policy, exc.outcome, errors, error_kind=kind, verifier_ms=elapsed)
         elapsed = (time.perf_counter() - started) * 1000
         self._observe_verifier(elapsed, None)
         return conclude(
@@ -342,12 +346,20 @@ class Decider:
             signed_orig=found.passport.orig,
         )
 
-    def _observe_verifier(self, elapsed_ms: float, failure: str | None) -> None:
+    def _observe_verifier(self, elapsed_ms: float, failure: VerifierError | None) -> None:
         if self.metrics is None:
             return
         self.metrics.verifier_seconds.observe(elapsed_ms / 1000)
         if failure is not None:
-            self.metrics.verifier_failures.labels(failure).inc()
+            self.metrics.verifier_failures.labels(failure.kind).inc()
+            # 500 (a request it chokes on) and 503 (overloaded, behind a proxy) are
+            # different incidents: the upstream status gets its own label.
+            status = getattr(failure, "status", None)
+            if status is None and isinstance(failure.__cause__, VerifierHTTPError):
+                status = failure.__cause__.status
+            if isinstance(status, int):
+                label = str(status) if 100 <= status <= 599 else "other"
+                self.metrics.verifier_http_errors.labels(label, failure.outcome).inc()
 
 
 # The status a template sees when the verifier gave none of its own.

@@ -9,7 +9,9 @@
         ├── VerifierHTTPError        answered, but not HTTP 200
         ├── VerifierBadAnswer        HTTP 200 whose body is not the documented JSON
         ├── VerifierBreakerOpen      not asked: it failed repeatedly, the breaker is open
-        └── VerifierOverloaded       not asked: too many verifications in flight (shed)
+        ├── VerifierOverloaded       not asked: the adaptive limit is full (shed)
+        └── VerifierRefusedRequest   the verifier failed on THIS request while healthy
+                                     (outcome ``invalid``: the caller's doing, see breaker)
 
 Each ``VerifierError`` carries the ``EXT_`` error code the policy and logs see, so a
 template such as ``{errors[0].code}`` tells downstream *why* there was no verdict.
@@ -65,6 +67,8 @@ class VerifierError(HelperError):
     code = "EXT_VERIFIER_ERROR"
     #: A bounded label for logs and metrics (never free text).
     kind = "error"
+    #: The decision's outcome: ``error`` (no verdict; the policy's fail-open or -closed).
+    outcome = "error"
 
 
 class VerifierUnreachable(VerifierError):
@@ -99,3 +103,14 @@ class VerifierBreakerOpen(VerifierError):
 class VerifierOverloaded(VerifierError):
     code = "EXT_VERIFIER_OVERLOADED"
     kind = "shed"
+
+
+class VerifierRefusedRequest(VerifierError):
+    """A healthy verifier failed on this one request (HTTP 500 from its parser): the
+    request's content is at fault, so the outcome is ``invalid``, never ``error`` - a
+    caller must not be able to pick the fail-open route. The code is the one the verifier
+    gives for a PASSporT its parser rejects."""
+
+    code = "PASSPORT_PARSE_FAILED"
+    kind = "refused_request"
+    outcome = "invalid"

@@ -62,6 +62,29 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.verifier_http_errors = Counter(
+            "vvp_helper_verifier_http_errors_total",
+            "Verifier answers other than HTTP 200, by upstream status and the outcome given "
+            "(invalid: a healthy verifier failed on that one request; error: no verdict).",
+            ["status", "outcome"],
+            registry=r,
+        )
+        self.verifier_limit = Gauge(
+            "vvp_helper_verifier_concurrency_limit",
+            "Verifications allowed in flight now (adaptive, at most VVP_VERIFIER_CONCURRENCY).",
+            registry=r,
+        )
+        self.verifier_limit_waiting = Gauge(
+            "vvp_helper_verifier_concurrency_waiting",
+            "Calls waiting for a verification slot (at most VVP_VERIFIER_MAX_WAIT each).",
+            registry=r,
+        )
+        self.verifier_limit_rejections = Counter(
+            "vvp_helper_verifier_overloaded_total",
+            "Calls answered error at once because the verifier concurrency limit stayed "
+            "full for VVP_VERIFIER_MAX_WAIT (EXT_VERIFIER_OVERLOADED).",
+            registry=r,
+        )
         self.breaker_state = Gauge(
             "vvp_helper_verifier_breaker_state",
             "Verifier circuit breaker: 0 closed, 1 open, 2 half-open.",

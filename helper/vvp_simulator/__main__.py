@@ -4,6 +4,8 @@ python -m vvp_simulator serve [--host H] [--port P] [--latency-ms N] [--mode M]
                               [--error-rate F] [--force-status S] [--parser-crash]
                               [--stale-revocation-every-s S]
                               [--trust-seed TEXT ...] [--trust-aid AID ...]
+                              [--capacity N] [--cold-ms M] [--latency-factor F]
+                              [--crash-call-id-prefix TEXT]
 python -m vvp_simulator mint --kind K --orig TN --dest TN [--format headers|json|env]
                              [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 python -m vvp_simulator mint-csv --out FILE --count N --kind K[,K2...] --orig TN --dest TN
@@ -66,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--error-rate", type=float, default=0.0)
     serve.add_argument("--force-status", choices=FORCEABLE_STATUSES, default=None)
     serve.add_argument("--rng-seed", type=int, default=0)
+    serve.add_argument("--capacity", type=float, default=None,
+                       help="verifications/s it can do; beyond that requests queue")  # fmt: skip
+    serve.add_argument("--cold-ms", type=float, default=0.0,
+                       help="ms the first verification of each new dossier takes")  # fmt: skip
+    serve.add_argument("--latency-factor", type=float, default=1.0,
+                       help="multiplies every simulated latency")  # fmt: skip
+    serve.add_argument("--crash-call-id-prefix", default=None,
+                       help="answer HTTP 500 text/plain and close for these Call-IDs")  # fmt: skip
     serve.add_argument(
         "--parser-crash",
         action="store_true",
@@ -148,6 +158,10 @@ def _serve(args: argparse.Namespace) -> int:
             force_status=args.force_status,
             parser_crash=args.parser_crash,
             stale_revocation_every_s=args.stale_revocation_every_s,
+            capacity=args.capacity,
+            cold_ms=args.cold_ms,
+            latency_factor=args.latency_factor,
+            crash_call_id_prefix=args.crash_call_id_prefix,
         ),
         rng_seed=args.rng_seed,
     )

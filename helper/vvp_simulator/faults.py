@@ -44,6 +44,22 @@ class Faults:
     # its revocation data is older than its re-check interval (300 s by default there).
     # 0 = never.
     stale_revocation_every_s: float = 0.0
+    # Load behaviour (vvp_simulator.capacity), settable at start (--capacity, --cold-ms)
+    # and at run time like any fault.
+    #: Verifications per second the simulated verifier can do; beyond it requests queue,
+    #: so latency grows as a saturated server's does. None = unlimited (instant answers).
+    capacity: float | None = None
+    #: Milliseconds the first verification of each new dossier (evd) takes; concurrent
+    #: first calls for one dossier each pay it (the real verifier has no single-flight).
+    cold_ms: float = 0.0
+    #: Multiplies every simulated latency (service time under capacity, cold_ms,
+    #: latency_ms): a verifier that slowed down, e.g. 10 for "ten times slower".
+    latency_factor: float = 1.0
+    #: A request whose context.call_id starts with this text is answered the way the real
+    #: verifier answers a PASSporT its parser chokes on: HTTP 500 text/plain, then the
+    #: keep-alive connection is closed. None = off. (A caller controls its Call-ID, so this
+    #: is how tests stand for "a request crafted to make the verifier fail".)
+    crash_call_id_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.latency_ms, bool) or not isinstance(self.latency_ms, int | float):
@@ -65,6 +81,16 @@ class Faults:
         every = self.stale_revocation_every_s
         if isinstance(every, bool) or not isinstance(every, int | float) or every < 0:
             raise ValueError("stale_revocation_every_s must be a number >= 0")
+        if self.capacity is not None and (not _number(self.capacity) or self.capacity <= 0):
+            raise ValueError("capacity must be null or a number of verifications/s > 0")
+        if not _number(self.cold_ms) or self.cold_ms < 0:
+            raise ValueError("cold_ms must be a number >= 0")
+        if not _number(self.latency_factor) or self.latency_factor <= 0:
+            raise ValueError("latency_factor must be a number > 0")
+        if self.crash_call_id_prefix is not None and (
+            not isinstance(self.crash_call_id_prefix, str) or not self.crash_call_id_prefix
+        ):
+            raise ValueError("crash_call_id_prefix must be null or a non-empty string")
 
     def updated(self, changes: Mapping[str, Any]) -> Faults:
         """A new Faults with `changes` applied; ValueError on unknown fields or bad values."""
@@ -76,3 +102,7 @@ class Faults:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)

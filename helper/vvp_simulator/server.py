@@ -27,6 +27,7 @@ from vvp_helper.httpserver import (
     json_response,
 )
 from vvp_simulator.answer import DossierCache, crash_then_close, simulated_verdict
+from vvp_simulator.capacity import Load
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.verdict import (
@@ -141,6 +142,7 @@ class Simulator:
         self.settings = settings
         self.faults = FaultBox(settings.faults)
         self.stats = Stats()
+        self.load = Load()  # capacity, cold dossiers, latency_factor, crash_call_id_prefix
         self.state = _State(
             trusted=trusted_keys(settings.trust_seeds, settings.trust_aids),
             rng=random.Random(settings.rng_seed),
@@ -159,6 +161,8 @@ class Simulator:
     async def handle_verify(self, request: Request) -> Response:
         stats, state, faults = self.stats, self.state, self.faults.current
         stats.verify_requests += 1
+        if (crashed := await self.load.gate(request, faults, stats.faults)) is not None:
+            return crashed
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000.0)
         if faults.mode != "normal":

@@ -241,6 +241,10 @@ async def test_faults_endpoint_reports_and_validates(client: httpx.AsyncClient) 
         "inject": False,
         "parser_crash": False,
         "stale_revocation_every_s": 0.0,
+        "capacity": None,
+        "cold_ms": 0.0,
+        "latency_factor": 1.0,
+        "crash_call_id_prefix": None,
     }
     assert (await set_faults(client, latency_ms=5))["latency_ms"] == 5
     for bad in (

@@ -26,8 +26,8 @@ def test_defaults_listen_on_loopback_with_the_shipped_policy() -> None:
 
 def test_default_deadline_leaves_the_verifier_its_full_timeout() -> None:
     settings = Settings()
-    assert settings.verifier_timeout == 5.0
-    assert settings.deadline == 5.5
+    assert settings.verifier_timeout == 6.0
+    assert settings.deadline == 6.5
     assert settings.deadline > settings.verifier_timeout
 
 
@@ -209,3 +209,34 @@ def test_from_env_non_finite_integer_setting_is_a_config_error(name: str, raw: s
 def test_from_env_fractional_port_is_refused() -> None:
     with pytest.raises(ConfigError, match="VVP_HELPER_PORT"):
         Settings.from_env({"VVP_HELPER_PORT": "8480.9"})
+
+
+def test_from_env_reads_the_verifier_protection_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "VVP_BREAKER_WINDOW": "100",
+            "VVP_BREAKER_MIN_CALLS": "40",
+            "VVP_BREAKER_FAILURE_RATE": "0.6",
+            "VVP_BREAKER_RESET": "2",
+            "VVP_VERIFIER_MAX_WAIT": "0.1",
+        }
+    )
+    assert (settings.breaker_window, settings.breaker_min_calls) == (100, 40)
+    assert settings.breaker_failure_rate == 0.6
+    assert settings.breaker_reset == 2.0
+    assert settings.verifier_max_wait == 0.1
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"VVP_BREAKER_MIN_CALLS": "60"},  # more than the window holds: it could never open
+        {"VVP_BREAKER_MIN_CALLS": "0"},
+        {"VVP_BREAKER_FAILURE_RATE": "0"},
+        {"VVP_BREAKER_FAILURE_RATE": "1.5"},
+        {"VVP_VERIFIER_MAX_WAIT": "-1"},
+    ],
+)
+def test_from_env_refuses_verifier_protection_that_cannot_work(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        Settings.from_env(env)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vvp_helper.breaker import GuardedVerifier
 from vvp_helper.decision import (
     CALLER_FIELDS,
     MAX_FIELD_LEN,
@@ -645,3 +646,50 @@ async def test_caller_refusals_are_counted_by_cause(
         if s.name.endswith("_total")
     }
     assert samples == {cause: 1.0}
+
+
+async def test_an_upstream_http_status_is_named_in_the_log_and_metrics(
+    policy: Policy, simulator_url: str
+) -> None:
+    await set_faults(simulator_url, mode="http503")
+    metrics = Metrics()
+    client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
+    minted = mint("valid", ORIG, DEST)
+    try:
+        decision = await Decider(client, PrecheckSettings(), 2.0, metrics).decide(
+            call(identity=[minted.identity_header()]), policy
+        )
+    finally:
+        await client.close()
+    assert decision.outcome == "error"
+    assert decision.error_kind == "http_503"
+    assert ("X-VVP-Error", "EXT_VERIFIER_HTTP_STATUS") in decision.instruction.headers
+    counted = metrics.registry.get_sample_value(
+        "vvp_helper_verifier_http_errors_total", {"status": "503", "outcome": "error"}
+    )
+    assert counted == 1
+
+
+async def test_a_verifier_500_for_one_request_of_a_healthy_verifier_is_invalid(
+    policy: Policy, simulator_url: str
+) -> None:
+    await set_faults(simulator_url, crash_call_id_prefix="crafted-")
+    metrics = Metrics()
+    client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
+    decide = Decider(client, PrecheckSettings(), 2.0, metrics).decide
+    try:
+        genuine = call(identity=[mint("valid", ORIG, DEST).identity_header()])
+        assert (await decide(genuine, policy)).outcome == "valid"
+        crafted = call(identity=[mint("valid", ORIG, DEST).identity_header()],
+                       call_id="crafted-1@caller")  # fmt: skip
+        decision = await decide(crafted, policy)
+    finally:
+        await client.close()
+    assert decision.outcome == "invalid"
+    assert decision.error_kind == "refused_request"
+    assert decision.instruction.code == 403
+    assert ("X-VVP-Error", "PASSPORT_PARSE_FAILED") in decision.instruction.headers
+    counted = metrics.registry.get_sample_value(
+        "vvp_helper_verifier_http_errors_total", {"status": "500", "outcome": "invalid"}
+    )
+    assert counted == 1

@@ -1,0 +1,200 @@
+"""Adaptive concurrency limit on the verifier link: Netflix concurrency-limits' Gradient2.
+
+A fixed number of verifications in flight is wrong both ways: too high, and a saturated
+verifier gets a queue it cannot drain (answers come later and later until every call waits
+the full timeout); too low, and a healthy verifier is left idle. The limit here follows
+the verifier's measured latency, as Netflix's ``Gradient2Limit`` does:
+
+    gradient  = clamp(tolerance * long_rtt / short_rtt, 0.5, 1.0)
+    new_limit = limit * gradient + queue_size
+    limit     = limit * (1 - smoothing) + new_limit * smoothing      (within min..max)
+    queue_size = sqrt(limit)
+
+(One change from Netflix's defaults: a falling limit is smoothed by ``smoothing_down``,
+0.5, instead of 0.2, so that it follows a verifier that slowed down within a few seconds
+rather than tens of them: cut fast, grow slowly, as TCP does.)
+
+``short_rtt`` is the average latency of the last window of samples, ``long_rtt`` a slow
+exponential average of those windows (the verifier's "unloaded" latency): while latency
+stays near it (within ``tolerance``) the limit grows by ``queue_size`` per window; when
+latency climbs the limit shrinks, at most by half per window. As in Gradient2, the limit
+does not grow while less than half of it is used (nothing to learn), and the long average
+is pulled down quickly when latency falls back to well under it (recovery after a long
+overload). Samples are grouped in windows (Netflix's ``WindowedLimit``: at least
+``window_samples`` answers and ``window_min`` seconds, at most ``window_max``) so that one
+slow answer does not move the limit and the long average spans minutes, not a second.
+
+``Gradient2`` is the arithmetic only (a clock is passed in: unit-tested with a fake one);
+``ConcurrencyLimiter`` is the asyncio gate built on it: a call that finds the limit full
+waits at most ``max_wait`` seconds for a slot, then is refused at once.
+
+Why not a library: see docs/adr/0017-adaptive-verifier-concurrency.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Windows averaged plainly before the long RTT becomes an exponential average.
+LONG_WARMUP = 10
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    samples: int = 0
+    rtt_sum: float = 0.0
+    min_rtt: float = math.inf
+    max_in_flight: int = 0
+    dropped: bool = False
+
+
+class Gradient2:
+    """The limit arithmetic; ``sample()`` after every verifier answer."""
+
+    def __init__(
+        self,
+        *,
+        initial: float = 20,
+        min_limit: float = 4,
+        max_limit: float = 512,
+        smoothing: float = 0.2,
+        smoothing_down: float = 0.5,
+        tolerance: float = 1.5,
+        long_windows: int = 600,
+        queue_size: Callable[[float], float] = math.sqrt,
+        window_samples: int = 5,
+        window_min: float = 0.1,
+        window_max: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 1 <= min_limit <= max_limit:
+            raise ValueError("need 1 <= min_limit <= max_limit")
+        self.limit = float(min(max(initial, min_limit), max_limit))
+        self.min_limit = float(min_limit)
+        self.max_limit = float(max_limit)
+        self.smoothing = smoothing
+        self.smoothing_down = smoothing_down
+        self.tolerance = tolerance
+        self.long_windows = long_windows
+        self.queue_size = queue_size
+        self.window_samples = window_samples
+        self.window_min = window_min
+        self.window_max = window_max
+        self._clock = clock
+        self.long_rtt = 0.0  # seconds; 0 until the first window
+        self._long_count = 0
+        self.last_rtt = 0.0
+        self._window = _Window(started=clock())
+        self._window_length = window_min
+
+    def sample(self, rtt: float, in_flight: int, *, dropped: bool = False) -> None:
+        """One verifier answer that took ``rtt`` seconds while ``in_flight`` calls (this
+        one included) were outstanding; ``dropped`` for a timeout."""
+        window = self._window
+        window.samples += 1
+        window.rtt_sum += rtt
+        window.min_rtt = min(window.min_rtt, rtt)
+        window.max_in_flight = max(window.max_in_flight, in_flight)
+        window.dropped = window.dropped or dropped
+        now = self._clock()
+        if now - window.started < self._window_length:
+            return
+        self._window = _Window(started=now)
+        # Netflix: the next window lasts twice the fastest answer seen, within bounds.
+        self._window_length = min(max(2 * window.min_rtt, self.window_min), self.window_max)
+        if window.samples >= self.window_samples or window.dropped:
+            self._update(window.rtt_sum / window.samples, window.max_in_flight, window.dropped)
+
+    def _update(self, short_rtt: float, in_flight: int, dropped: bool) -> None:
+        self.last_rtt = short_rtt
+        short_rtt = max(short_rtt, 1e-6)
+        # The long average: a plain mean over the first windows (Netflix's warm-up of
+        # 10), then exponential over ``long_windows`` windows.
+        self._long_count += 1
+        if self._long_count <= LONG_WARMUP:
+            weight = 1.0 / self._long_count
+        else:
+            weight = 2.0 / (self.long_windows + 1)
+        self.long_rtt += (short_rtt - self.long_rtt) * weight
+        if self.long_rtt / short_rtt > 2:
+            # Latency is back well under its long average (after a long overload, or a
+            # slow first answer): bring the average down now rather than over minutes.
+            self.long_rtt *= 0.95
+        if not dropped and in_flight < self.limit / 2:
+            return  # app-limited: the limit is not what holds the calls back
+        gradient = max(0.5, min(1.0, self.tolerance * self.long_rtt / short_rtt))
+        new_limit = self.limit * gradient + self.queue_size(self.limit)
+        smoothing = self.smoothing if new_limit >= self.limit else self.smoothing_down
+        new_limit = self.limit * (1 - smoothing) + new_limit * smoothing
+        self.limit = max(self.min_limit, min(self.max_limit, new_limit))
+
+
+class LimitReached(Exception):
+    """No slot became free within ``max_wait``: answer the call without the verifier."""
+
+
+class ConcurrencyLimiter:
+    """At most ``int(algorithm.limit)`` calls at once; others wait up to ``max_wait`` s."""
+
+    def __init__(self, algorithm: Gradient2, *, max_wait: float = 0.05) -> None:
+        self.algorithm = algorithm
+        self.max_wait = max_wait
+        self.in_flight = 0
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.algorithm.limit))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> None:
+        """Take a slot; LimitReached if none is free within ``max_wait``."""
+        if self.in_flight < self.limit and not self._waiters:
+            self.in_flight += 1
+            return
+        if self.max_wait <= 0:
+            raise LimitReached(f"{self.in_flight} verifications in flight (limit {self.limit})")
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.max_wait):
+                await waiter  # release() counted us in before waking us
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():
+                return  # handed a slot just as the wait ran out: it is ours
+            raise LimitReached(
+                f"no verification slot within {self.max_wait * 1000:g} ms "
+                f"({self.in_flight} in flight, limit {self.limit})"
+            ) from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed a slot just as we were cancelled
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self, rtt: float | None, *, dropped: bool = False) -> None:
+        """Give the slot back. ``rtt``: the verifier's latency to learn from, or None for
+        an answer that says nothing about its load (refused connection, crash answer)."""
+        if rtt is not None:
+            self.algorithm.sample(rtt, self.in_flight, dropped=dropped)
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        self.in_flight -= 1
+        # Hand freed slots to waiters in arrival order while the (new) limit allows.
+        while self._waiters and self.in_flight < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.in_flight += 1
+                waiter.set_result(None)

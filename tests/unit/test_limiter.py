@@ -1,0 +1,104 @@
+"""Unit tests for vvp_helper.limiter: the Gradient2 arithmetic with a fake clock, and the
+asyncio gate on it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from vvp_helper.limiter import ConcurrencyLimiter, Gradient2, LimitReached
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run(limit: Gradient2, clock: Clock, rtt: float, seconds: float, in_flight: int | None = None,
+        per_second: int = 200) -> None:  # fmt: skip
+    """Feed ``per_second`` answers of latency ``rtt`` for ``seconds`` of fake time, with
+    the limit fully used unless ``in_flight`` says otherwise."""
+    for _ in range(int(seconds * per_second)):
+        clock.now += 1 / per_second
+        used = int(limit.limit) if in_flight is None else in_flight
+        limit.sample(rtt, used)
+
+
+def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.020, 5)
+    assert limit.limit > 40
+
+
+def test_shrinks_when_latency_climbs_and_follows_it_within_seconds() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.020, 3)
+    before = limit.limit
+    run(limit, clock, 0.200, 3, per_second=20)  # ten times slower, ten times fewer answers
+    assert limit.limit < before / 2
+    run(limit, clock, 0.200, 7, per_second=20)
+    assert limit.limit <= 6  # near its floor for a latency that does not come back
+
+
+def test_never_cut_by_more_than_half_in_one_window() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=100, max_limit=512, smoothing=1.0, smoothing_down=1.0, clock=clock)
+    run(limit, clock, 0.020, 1)
+    before = limit.limit
+    for _ in range(limit.window_samples):  # one window of absurd latency
+        limit.sample(5.0, int(limit.limit))
+    clock.now += 1.0
+    limit.sample(5.0, int(limit.limit))
+    assert limit.limit >= before / 2
+
+
+def test_app_limited_traffic_does_not_grow_the_limit() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, clock=clock)
+    run(limit, clock, 0.020, 10, in_flight=3)
+    assert limit.limit == 20
+
+
+def test_stays_between_its_floor_and_the_ceiling() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, min_limit=4, max_limit=32, clock=clock)
+    run(limit, clock, 0.020, 30)
+    assert limit.limit == 32
+    run(limit, clock, 2.0, 60, per_second=20)
+    assert limit.limit == pytest.approx(4, abs=0.5)
+
+
+def test_the_long_average_comes_back_down_after_a_long_overload() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, clock=clock)
+    run(limit, clock, 0.500, 20, per_second=20)
+    run(limit, clock, 0.020, 10)
+    assert limit.long_rtt < 0.1
+
+
+async def test_a_full_limit_makes_a_call_wait_briefly_then_refuses_it() -> None:
+    gate = ConcurrencyLimiter(Gradient2(initial=2, min_limit=1, max_limit=2), max_wait=0.01)
+    await gate.acquire()
+    await gate.acquire()
+    with pytest.raises(LimitReached):
+        await gate.acquire()
+    assert gate.in_flight == 2 and gate.waiting == 0
+
+
+async def test_a_freed_slot_goes_to_the_waiting_call() -> None:
+    gate = ConcurrencyLimiter(Gradient2(initial=1, min_limit=1, max_limit=1), max_wait=5.0)
+    await gate.acquire()
+    waiting = asyncio.ensure_future(gate.acquire())
+    while gate.waiting == 0:
+        await asyncio.sleep(0)
+    gate.release(0.01)
+    await waiting
+    assert gate.in_flight == 1 and gate.waiting == 0
+    gate.release(None)
+    assert gate.in_flight == 0
