@@ -2,6 +2,7 @@
 
 python -m vvp_simulator serve [--host H] [--port P] [--latency-ms N] [--mode M]
                               [--error-rate F] [--force-status S] [--trust-seed TEXT ...]
+                              [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 python -m vvp_simulator mint --kind K --orig TN --dest TN [--format headers|json|env]
 python -m vvp_simulator mint-csv --out FILE --count N --kind K[,K2...] --orig TN --dest TN
 """
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from vvp_simulator.faults import FORCEABLE_STATUSES, MODES, Faults
@@ -69,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"seed text of a trusted signing key (repeatable; default {DEMO_ISSUER_SEED!r})",
     )
 
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates issued by this CA (PEM)"
+    )
+
     one = sub.add_parser("mint", help="mint one PASSporT and print it")
     one.add_argument("--kind", choices=KINDS, default="valid")
     one.add_argument("--orig", required=True)
@@ -98,6 +106,9 @@ def _serve(args: argparse.Namespace) -> int:
             force_status=args.force_status,
         ),
         rng_seed=args.rng_seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("vvp_simulator").warning(
