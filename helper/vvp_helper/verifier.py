@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
@@ -226,6 +228,7 @@ class VerifierClient:
             if client_cert is not None:
                 context.load_cert_chain(client_cert, client_key)
             self._ssl = context
+        self.proxy = proxy_from_env(endpoint)
         self._session: aiohttp.ClientSession | None = None
         self._tls_logged_at = -TLS_LOG_INTERVAL_S
         self._reused = aiohttp.TraceConfig()
@@ -255,8 +258,9 @@ class VerifierClient:
             connector=connector,
             headers=self._headers,
             timeout=self._timeout,
-            # HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment, as curl does.
-            trust_env=True,
+            # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, read once (see proxy_from_env).
+            proxy=self.proxy,
+            trust_env=False,
             # No cookies: a verifier has no business keeping state in the edge.
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -385,10 +389,30 @@ async def _mark_reused(
         reuse.value = True
 
 
+def proxy_from_env(url: str) -> str | None:
+    """The forward proxy for ``url`` from HTTPS_PROXY / HTTP_PROXY / NO_PROXY (either case),
+    with the standard library's reading of them.
+
+    Read once when the client is made: aiohttp's ``trust_env`` reads the environment (and
+    ~/.netrc) again on every request, ~170 us of CPU a call, more than the call itself.
+    """
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme)
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or bypass(parts.hostname or "", proxies):
+        return None
+    return proxy
+
+
 def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    """What TLS said, e.g. "certificate verify failed: unable to get local issuer
+    certificate" (not trusted), "... IP address mismatch", "tlsv13 alert certificate
+    required" (the verifier wants a client certificate)."""
     cause = getattr(exc, "certificate_error", None) or exc.__cause__ or exc
-    reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
-    return str(reason or cause)[:200]
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {cause.verify_message}"[:200]
+    return str(getattr(cause, "reason", None) or cause)[:200]
 
 
 def _header_safe(value: str) -> str:
