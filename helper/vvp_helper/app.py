@@ -104,11 +104,14 @@ class Helper:
         metrics.in_flight.inc()
         try:
             try:
-                # aiohttp bounds the request line and headers (keepalive_timeout) but
-                # not a body that stops half way: a client cannot hold us longer than
-                # the deadline Kamailio waits for anyway.
-                async with asyncio.timeout(settings.deadline):
-                    raw = await request.read()
+                if request.content.is_eof():
+                    raw = await request.read()  # all here (Kamailio sends it at once)
+                else:
+                    # aiohttp bounds the request line and headers (keepalive_timeout)
+                    # but not a body that stops half way: a client cannot hold us
+                    # longer than the deadline Kamailio waits for anyway.
+                    async with asyncio.timeout(settings.deadline):
+                        raw = await request.read()
             except TimeoutError:
                 log.warning("decision request body not received from %s", request.remote)
                 response = json_response({"error": "request body timeout"}, status=408)

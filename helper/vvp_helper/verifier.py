@@ -27,7 +27,6 @@ import aiohttp
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
-from multidict import CIMultiDict
 
 from . import jsonfast
 from .errors import (
@@ -291,8 +290,8 @@ class VerifierClient:
             raise VerifierError("VVP-Identity cannot be sent as an HTTP header") from None
         session = self._session or self._open()
         body = jsonfast.dumps(request.body())
-        headers = CIMultiDict(self._headers)
-        headers["VVP-Identity"] = identity
+        # The session adds the fixed headers (content type, token) to this one.
+        headers = {"VVP-Identity": identity}
         try:
             status, raw = await self._post(session, body, headers)
         except TimeoutError:
@@ -320,7 +319,7 @@ class VerifierClient:
         return Verdict.from_json(data)
 
     async def _post(
-        self, session: aiohttp.ClientSession, body: bytes, headers: CIMultiDict[str]
+        self, session: aiohttp.ClientSession, body: bytes, headers: dict[str, str]
     ) -> tuple[int, bytes]:
         _REUSED.set(False)
         try:
@@ -338,7 +337,7 @@ class VerifierClient:
         self,
         session: aiohttp.ClientSession,
         body: bytes,
-        headers: CIMultiDict[str],
+        headers: dict[str, str],
     ) -> tuple[int, bytes]:
         async with session.post(self.endpoint, data=body, headers=headers) as response:
             if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
