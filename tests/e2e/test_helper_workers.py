@@ -99,3 +99,20 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
         # The parent started another worker in the dead one's place.
         wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
         assert f"ended ({ended}); starting another" in helper.output()
+
+
+def test_the_parent_passes_sighup_and_sigterm_to_every_worker(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_PROCESSES="3")
+    with running(simulator, helper):
+        assert helper.proc is not None
+        parent = helper.proc.pid
+        wait_for(lambda: len(workers_of(parent)) == 3)
+        workers = workers_of(parent)
+        os.kill(parent, signal.SIGHUP)  # a policy reload, as systemd's ExecReload sends
+        wait_for(lambda: helper.output().count("policy reload (sighup)") == 3)
+        assert workers_of(parent) == workers  # reloaded in place, not restarted
+        helper.proc.send_signal(signal.SIGTERM)
+        assert helper.proc.wait(timeout=15) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+        assert "starting another" not in helper.output()

@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import importlib.util
 import json
 import os
 import socket
@@ -355,6 +356,9 @@ def main() -> int:
     if args.only != "clients":
         print("server (load: the lean client)   requests   CPU s   us/request")
         for kind in SERVERS:
+            if kind == "uvicorn" and importlib.util.find_spec("uvicorn") is None:
+                print(f"  {kind:<30} (not installed: pip install uvicorn)")
+                continue
             answered, cpu = measure_server(kind, args.rate, args.seconds, lean)
             print(f"  {kind:<30} {answered:>8} {cpu:>7.2f} {cpu / answered * 1e6:>10.0f}")
     if args.only != "servers":
