@@ -181,6 +181,9 @@ def _supervise(settings: Settings) -> int:
             code = 1
             try:
                 code = _run(create_app(settings), settings)
+            except BaseException:
+                # os._exit skips the interpreter's own report: say why the worker ended.
+                log.exception("helper worker %d failed", os.getpid())
             finally:
                 logging.shutdown()
                 os._exit(code)
