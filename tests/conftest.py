@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from vvp_helper.app import HelperService
+from vvp_helper.app import create_app, serve
 from vvp_helper.config import Settings
 from vvp_simulator.faults import Faults
 from vvp_simulator.server import SimulatorSettings, start
@@ -36,18 +36,17 @@ async def serve_app() -> AsyncIterator[ServeApp]:
 
 @pytest.fixture
 async def serve_helper() -> AsyncIterator[ServeHelper]:
-    """Start helper services on 127.0.0.1 (free ports); each call returns a base URL."""
-    services: list[HelperService] = []
+    """Start helper apps on 127.0.0.1 (free ports); each call returns a base URL."""
+    runners: list[web.AppRunner] = []
 
-    async def serve(settings: Settings) -> str:
-        service = HelperService(settings)
-        port = await service.start("127.0.0.1", 0)
-        services.append(service)
-        return f"http://127.0.0.1:{port}"
+    async def serve_one(settings: Settings) -> str:
+        runner = await serve(create_app(settings), "127.0.0.1", 0)
+        runners.append(runner)
+        return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
-    yield serve
-    for service in reversed(services):
-        await service.close()
+    yield serve_one
+    for runner in reversed(runners):
+        await runner.cleanup()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,12 +46,17 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def wait_http(url: str, timeout: float = 15.0, ok: tuple[int, ...] = (200,)) -> None:
+def wait_http(
+    url: str,
+    timeout: float = 15.0,
+    ok: tuple[int, ...] = (200,),
+    context: ssl.SSLContext | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:
+            with urllib.request.urlopen(url, timeout=1, context=context) as response:
                 if response.status in ok:
                     return
         except urllib.error.HTTPError as exc:  # up, not ready yet (Prometheus: 503)
@@ -62,10 +68,12 @@ def wait_http(url: str, timeout: float = 15.0, ok: tuple[int, ...] = (200,)) -> 
     raise RuntimeError(f"{url} did not come up: {last}")
 
 
-def http_json(url: str, body: Mapping[str, object] | None = None) -> object:
+def http_json(
+    url: str, body: Mapping[str, object] | None = None, context: ssl.SSLContext | None = None
+) -> object:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:
         return json.loads(response.read())
 
 
@@ -120,27 +128,83 @@ class Process:
         return self.proc is not None and self.proc.poll() is None
 
 
+@dataclass(frozen=True)
+class LocalPKI:
+    """A certificate authority made at test time (trustme) and what it issued, as files:
+    the simulator's server certificate (127.0.0.1, localhost) and a client certificate
+    for the helper (mutual TLS)."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path) -> LocalPKI:
+        import trustme  # the test extra; only TLS tests need it
+
+        directory.mkdir(parents=True, exist_ok=True)
+        authority = trustme.CA(organization_name="vvp-edge test CA")
+        server = authority.issue_cert("127.0.0.1", "localhost")
+        client = authority.issue_cert("helper.edge.test")
+        pki = cls(*(directory / name for name in (
+            "ca.pem", "server.pem", "server.key", "client.pem", "client.key",
+        )))  # fmt: skip
+        authority.cert_pem.write_to_path(str(pki.ca))
+        pki.server_cert.write_bytes(b"".join(blob.bytes() for blob in server.cert_chain_pems))
+        server.private_key_pem.write_to_path(str(pki.server_key))
+        pki.client_cert.write_bytes(b"".join(blob.bytes() for blob in client.cert_chain_pems))
+        client.private_key_pem.write_to_path(str(pki.client_key))
+        return pki
+
+    def simulator_args(self, *, require_client_cert: bool = False) -> list[str]:
+        args = ["--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key)]
+        return args + (["--tls-client-ca", str(self.ca)] if require_client_cert else [])
+
+    def client_context(self) -> ssl.SSLContext:
+        """What the tests themselves use to reach an https simulator."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
+
 @dataclass
 class Simulator(Process):
     port: int = 0
+    #: Set when the simulator serves https: how the harness reaches it.
+    context: ssl.SSLContext | None = None
 
     @classmethod
-    def create(cls, workdir: Path, port: int | None = None, **faults: object) -> Simulator:
+    def create(
+        cls,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        tls: LocalPKI | None = None,
+        require_client_cert: bool = False,
+        **faults: object,
+    ) -> Simulator:
         port = port or free_port()
         argv = [sys.executable, "-m", "vvp_simulator", "serve", "--port", str(port)]
-        sim = cls("simulator", argv, workdir / f"simulator-{port}.log", port=port)
+        context = None
+        if tls is not None:
+            argv += tls.simulator_args(require_client_cert=require_client_cert)
+            context = tls.client_context()
+        sim = cls("simulator", argv, workdir / f"simulator-{port}.log", port=port, context=context)
         sim.start()
-        wait_http(f"{sim.url}/healthz")
+        wait_http(f"{sim.url}/healthz", context=context)
         if faults:
             sim.set_faults(**faults)
         return sim
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def set_faults(self, **faults: object) -> None:
-        http_json(f"{self.url}/_sim/faults", faults)
+        http_json(f"{self.url}/_sim/faults", faults, context=self.context)
 
     def reset(self) -> None:
         """Back to a healthy simulator with zeroed counters."""
@@ -155,10 +219,10 @@ class Simulator(Process):
             latency_factor=1,
             crash_call_id_prefix=None,
         )
-        http_json(f"{self.url}/_sim/reset-stats", {})
+        http_json(f"{self.url}/_sim/reset-stats", {}, context=self.context)
 
     def verify_requests(self) -> int:
-        stats = http_json(f"{self.url}/_sim/stats")
+        stats = http_json(f"{self.url}/_sim/stats", context=self.context)
         assert isinstance(stats, dict)
         return int(stats["verify_requests"])
 

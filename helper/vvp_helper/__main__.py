@@ -1,6 +1,6 @@
 """``vvp-helper`` command line.
 
-vvp-helper serve [--host H] [--port P] [--policy FILE] [--verifier-url URL] ...
+vvp-helper serve [--host H] [--port P] [--policy FILE] [--verifier-url URL] [--workers N] ...
 vvp-helper check FILE...        validate policy files with the server's own loader
 """
 
@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aiohttp import web
+
 from . import logs
 from .actions import OUTCOMES
-from .app import HelperService
+from .app import create_app, serve
 from .config import Settings
 from .errors import ConfigError, PolicyError
 from .policy import load_policy, read_policy
@@ -41,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--deadline", type=float, help="helper deadline, s (VVP_HELPER_DEADLINE)")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING (VVP_LOG_LEVEL)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="helper processes sharing the port (VVP_HELPER_PROCESSES, 1)",
+    )
 
     check = sub.add_parser("check", help="validate policy files; exit 0 ok, 1 errors")
     check.add_argument("files", nargs="+", type=Path)
@@ -86,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
             verifier_timeout=args.verifier_timeout,
             deadline=args.deadline,
             log_level=args.log_level.upper() if args.log_level else None,
+            processes=args.workers,
         )
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -99,29 +109,36 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        service = HelperService(settings)
+        app = create_app(settings)
     except PolicyError as exc:
         print(exc, file=sys.stderr)
         print(f"{PROG}: error: policy {settings.policy_path} not loaded", file=sys.stderr)
         return 1
+    if settings.processes == 1:
+        return _run(app, settings)
+    return _supervise(settings)
+
+
+def _run(app: web.Application, settings: Settings) -> int:
+    """Serve ``app`` in this process until SIGTERM or SIGINT."""
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     with contextlib.suppress(ImportError):  # the "fast" extra is optional
         import uvloop
 
         loop_factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve_until_signalled(service, settings))
+        runner.run(_serve_until_signalled(app, settings))
     return 0
 
 
-async def _serve_until_signalled(service: HelperService, settings: Settings) -> None:
+async def _serve_until_signalled(app: web.Application, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT (containers and systemd send SIGTERM), then close."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # reuse_port: several helper processes may share one port (the kernel spreads them).
-    await service.start(settings.host, settings.port, reuse_port=True)
+    runner = await serve(app, settings.host, settings.port, reuse_port=True)
     # Everything built so far (modules, the compiled policy, the pools) lives as long as
     # the process: out of the collector's sight, a full collection no longer walks it.
     # It was the bulk of a ~20 ms gen-2 pause, which at full load queues calls for 20x
@@ -137,7 +154,75 @@ async def _serve_until_signalled(service: HelperService, settings: Settings) -> 
     try:
         await stop.wait()
     finally:
-        await service.close()
+        await runner.cleanup()
+
+
+#: A worker that dies sooner than this after its start is restarted only after this
+#: long, so a worker that cannot start does not become a fork loop, seconds.
+_RESTART_HOLDOFF_S = 1.0
+
+
+def _supervise(settings: Settings) -> int:
+    """The parent of ``settings.processes`` workers sharing the port (SO_REUSEPORT).
+
+    It serves nothing itself: it restarts a worker that dies, passes SIGHUP (policy
+    reload) to every worker, and on SIGTERM/SIGINT stops them all and waits for them.
+    Each worker builds its own app after the fork (its own loop, sessions, metrics).
+    """
+    log = logging.getLogger("vvp_helper")
+    workers: dict[int, float] = {}  # pid -> start time
+    stopping = False
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            code = 1
+            try:
+                code = _run(create_app(settings), settings)
+            except BaseException:
+                # os._exit skips the interpreter's own report: say why the worker ended.
+                log.exception("helper worker %d failed", os.getpid())
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        workers[pid] = time.monotonic()
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig != signal.SIGHUP:
+            stopping = True
+            sig = signal.SIGTERM
+        for pid in list(workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for _ in range(settings.processes):
+        start_worker()
+    log.info("helper supervising %d worker processes: %s", len(workers), sorted(workers))
+    while workers:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        started = workers.pop(pid, None)
+        if started is None or stopping:
+            continue
+        log.warning(
+            "helper worker %d ended (%s); starting another",
+            pid,
+            f"signal {-os.waitstatus_to_exitcode(status)}"
+            if os.WIFSIGNALED(status)
+            else f"exit {os.waitstatus_to_exitcode(status)}",
+        )
+        if time.monotonic() - started < _RESTART_HOLDOFF_S:
+            time.sleep(_RESTART_HOLDOFF_S)
+        if not stopping:
+            start_worker()
+    return 0
 
 
 def _check(files: Sequence[Path], *, strict: bool) -> int:

@@ -75,6 +75,16 @@ class Settings:
     shared_secret: str | None = field(default=None, repr=False)
     #: Decision requests worked on at once; past it Kamailio gets 503 and falls back.
     max_in_flight: int = 4096
+    #: Seconds an idle keep-alive connection from Kamailio, or one whose request head is
+    #: still incomplete, is kept open; a stalled request body gets the deadline.
+    idle_timeout: float = 75.0
+    #: TLS to the verifier: a CA bundle (PEM) for a private PKI (default: the system's),
+    #: and a client certificate and key (PEM) for mutual TLS.
+    verifier_ca_file: Path | None = None
+    verifier_client_cert: Path | None = None
+    verifier_client_key: Path | None = None
+    #: Helper processes sharing the port (``serve --processes``); one per spare core.
+    processes: int = 1
 
     def __post_init__(self) -> None:
         if not 0 < self.port < 65536:
@@ -112,6 +122,15 @@ class Settings:
         for url in self.kamailio_rpc_urls:
             if urlsplit(url).scheme not in ("http", "https"):
                 raise ConfigError(f"Kamailio RPC URL {url!r} is not an http(s) URL")
+        if not math.isfinite(self.idle_timeout) or self.idle_timeout <= 0:
+            raise ConfigError("idle timeout must be a positive number of seconds")
+        if self.verifier_client_key is not None and self.verifier_client_cert is None:
+            raise ConfigError("VVP_VERIFIER_CLIENT_KEY needs VVP_VERIFIER_CLIENT_CERT")
+        for path in (self.verifier_ca_file, self.verifier_client_cert, self.verifier_client_key):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
+        if self.processes < 1:
+            raise ConfigError("helper processes must be at least 1")
 
     @property
     def verify_endpoint(self) -> str | None:
@@ -155,6 +174,10 @@ class Settings:
                 return False
             raise ConfigError(f"{name}={raw!r} is not a boolean (use true/false)")
 
+        def path(name: str) -> Path | None:
+            raw = env.get(name)
+            return Path(raw) if raw else None
+
         defaults = cls()
         precheck = PrecheckSettings(
             check_expiry=flag("VVP_PRECHECK_EXPIRY", True),
@@ -191,4 +214,9 @@ class Settings:
             replay_redis_url=env.get("VVP_REPLAY_REDIS_URL") or None,
             shared_secret=env.get("VVP_HELPER_SECRET") or None,
             max_in_flight=whole("VVP_HELPER_MAX_IN_FLIGHT", defaults.max_in_flight),
+            idle_timeout=number("VVP_HELPER_IDLE_TIMEOUT", defaults.idle_timeout),
+            verifier_ca_file=path("VVP_VERIFIER_CA_FILE"),
+            verifier_client_cert=path("VVP_VERIFIER_CLIENT_CERT"),
+            verifier_client_key=path("VVP_VERIFIER_CLIENT_KEY"),
+            processes=whole("VVP_HELPER_PROCESSES", defaults.processes),
         )

@@ -5,6 +5,7 @@
     ├── PolicyError                  a policy file that cannot be used; carries its problems
     └── VerifierError                the verifier gave no verdict (outcome ``error``)
         ├── VerifierUnreachable      connection refused / reset / DNS
+        │   └── VerifierTLSError     TLS handshake failed (certificate not trusted, ...)
         ├── VerifierTimeout          no answer within the timeout (also a ``TimeoutError``)
         ├── VerifierHTTPError        answered, but not HTTP 200
         ├── VerifierBadAnswer        HTTP 200 whose body is not the documented JSON
@@ -74,6 +75,11 @@ class VerifierError(HelperError):
 class VerifierUnreachable(VerifierError):
     code = "EXT_VERIFIER_UNREACHABLE"
     kind = "unreachable"
+
+
+class VerifierTLSError(VerifierUnreachable):
+    code = "EXT_VERIFIER_TLS"
+    kind = "tls"
 
 
 class VerifierTimeout(VerifierError, TimeoutError):

@@ -6,6 +6,7 @@ python -m vvp_simulator serve [--host H] [--port P] [--latency-ms N] [--mode M]
                               [--trust-seed TEXT ...] [--trust-aid AID ...]
                               [--capacity N] [--cold-ms M] [--latency-factor F]
                               [--crash-call-id-prefix TEXT]
+                              [--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]
 python -m vvp_simulator mint --kind K --orig TN --dest TN [--format headers|json|env]
                              [--sig-form cesr|jws] [--aid-code D|B] [--seed TEXT]
 python -m vvp_simulator mint-csv --out FILE --count N --kind K[,K2...] --orig TN --dest TN
@@ -20,6 +21,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from vvp_simulator.faults import FORCEABLE_STATUSES, MODES, Faults
@@ -104,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
         "Ed25519 identifier, 44 characters (repeatable)",
     )
 
+    serve.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="private key of --tls-cert (PEM)")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates issued by this CA (PEM)"
+    )
+
     one = sub.add_parser("mint", help="mint one PASSporT and print it")
     one.add_argument("--kind", choices=KINDS, default="valid")
     one.add_argument("--orig", required=True)
@@ -164,6 +172,9 @@ def _serve(args: argparse.Namespace) -> int:
             crash_call_id_prefix=args.crash_call_id_prefix,
         ),
         rng_seed=args.rng_seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("vvp_simulator").warning(

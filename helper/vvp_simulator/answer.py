@@ -9,12 +9,12 @@ returns `crash_then_close()`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vvp_helper.httpserver import Response
+from aiohttp import web
+
 from vvp_simulator.faults import Faults
 from vvp_simulator.verdict import Options, VerdictError, parse_vvp_identity, verify
 
@@ -81,16 +81,22 @@ def cache_key(vvp_identity: str | None) -> tuple[str, str] | None:
     return ident.evd, ident.kid
 
 
-def crash_then_close(transport: asyncio.BaseTransport) -> Response:
+async def crash_then_close(request: web.Request) -> web.StreamResponse:
     """HTTP 500 text/plain as the real verifier's crash, then the connection is closed.
 
     SERVER-LEVEL HOOK. The real verifier answers the crash without `Connection: close` and
     then closes the keep-alive connection, so a client's next request on it is reset. The
-    answer is an ordinary keep-alive response (no Connection header); the close is
-    scheduled with call_soon, which runs after the server has written this response in
-    the same event-loop step, and transport.close() flushes what was written. On another
-    HTTP layer (e.g. aiohttp.web): write the 500 without force_close(), which would add
-    `Connection: close`, then close request.transport.
+    answer is written as an ordinary keep-alive response (aiohttp's force_close() would add
+    `Connection: close`), flushed to the transport, and then the transport is closed, which
+    sends what was written first.
     """
-    asyncio.get_running_loop().call_soon(transport.close)
-    return Response(status=500, body=CRASH_BODY, content_type=CRASH_CONTENT_TYPE)
+    response = web.Response(
+        status=500,
+        body=CRASH_BODY,
+        headers={"Content-Type": CRASH_CONTENT_TYPE, "Server": "uvicorn"},
+    )
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response

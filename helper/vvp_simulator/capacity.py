@@ -32,8 +32,10 @@ import math
 from collections import Counter
 from typing import Any
 
+from aiohttp import web
+
 from vvp_helper import jsonfast
-from vvp_helper.httpserver import Request, Response
+from vvp_simulator.answer import crash_then_close
 from vvp_simulator.faults import Faults
 from vvp_simulator.verdict import parse_vvp_identity
 
@@ -42,8 +44,6 @@ from vvp_simulator.verdict import parse_vvp_identity
 SERVICE_MS = 20.0
 #: Bound on the dossiers remembered as warm (a restart forgets them all, as the real one).
 MAX_WARM = 10_000
-
-CRASH_BODY = b"Internal Server Error"
 
 
 class Load:
@@ -61,15 +61,14 @@ class Load:
         slots = max(1, math.ceil(capacity * SERVICE_MS / 1000))
         return slots, slots / capacity
 
-    async def gate(self, request: Request, faults: Faults, counts: Counter[str]) -> Response | None:
+    async def gate(
+        self, request: web.Request, faults: Faults, counts: Counter[str]
+    ) -> web.StreamResponse | None:
         """Delay the request as the configured load behaviour says; a Response to send
         instead of the verdict (the crash answer), or None to go on verifying."""
-        if faults.crash_call_id_prefix is not None and _crashes(request, faults):
+        if faults.crash_call_id_prefix is not None and _crashes(await request.read(), faults):
             counts["crash_call_id"] += 1
-            # After the answer is written (the server writes it in this same step of the
-            # task), close the connection: what the real verifier does after its 500.
-            asyncio.get_running_loop().call_soon(request.transport.close)
-            return Response(status=500, body=CRASH_BODY, content_type="text/plain; charset=utf-8")
+            return await crash_then_close(request)
         factor = faults.latency_factor
         if faults.latency_ms and factor != 1.0:
             # server.py already sleeps latency_ms once; the factor adds the rest.
@@ -108,13 +107,13 @@ class Load:
             self.queued -= 1
 
 
-def _crashes(request: Request, faults: Faults) -> bool:
+def _crashes(raw: bytes, faults: Faults) -> bool:
     prefix = faults.crash_call_id_prefix
     assert prefix is not None
-    if prefix.encode("utf-8", "replace") not in request.body:
+    if prefix.encode("utf-8", "replace") not in raw:
         return False  # the cheap test first: most requests are not marked
     try:
-        body: Any = jsonfast.loads(request.body)
+        body: Any = jsonfast.loads(raw)
     except ValueError:
         return False
     context = body.get("context") if isinstance(body, dict) else None

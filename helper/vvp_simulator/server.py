@@ -2,7 +2,9 @@
 
 This is NOT a verifier. It answers in the real verifier's shape so the edge can be
 tested and demonstrated without a KERI network, and it can misbehave on demand
-(latency, 5xx, hangs, resets, garbage) through `/_sim/faults`.
+(latency, 5xx, hangs, resets, garbage) through `/_sim/faults`. Served by aiohttp, over
+plain HTTP or, with a certificate and key, over HTTPS (optionally requiring a client
+certificate, as a carrier's verifier between networks would).
 """
 
 from __future__ import annotations
@@ -12,20 +14,17 @@ import gc
 import logging
 import random
 import signal
+import ssl
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from vvp_helper import jsonfast
-from vvp_helper.httpserver import (
-    DropConnection,
-    Handler,
-    HttpServer,
-    Request,
-    Response,
-    json_response,
-)
 from vvp_simulator.answer import DossierCache, crash_then_close, simulated_verdict
 from vvp_simulator.capacity import Load
 from vvp_simulator.faults import Faults
@@ -53,12 +52,36 @@ class SimulatorSettings:
     rng_seed: int = 0  # seeds error_rate draws so runs are reproducible
     # Hung handlers are cancelled after this long at shutdown, seconds.
     shutdown_timeout: float = 1.0
+    #: Serve HTTPS with this certificate chain and key (PEM); None = plain HTTP.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Require a client certificate issued by this CA (PEM), as mutual TLS does.
+    tls_client_ca: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be 0..65535")
         if not self.trust_seeds and not self.trust_aids:
             raise ValueError("at least one trust seed or trusted AID is required")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context, or None for plain HTTP."""
+        if self.tls_cert is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls_cert, self.tls_key)
+        if self.tls_client_ca is not None:
+            context.load_verify_locations(cafile=self.tls_client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
 
 @dataclass(slots=True)
@@ -84,6 +107,17 @@ class Stats:
         }
 
 
+class DropConnection(Exception):
+    """Raised by a handler to close the connection without answering (fault injection)."""
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=jsonfast.dumps(data), status=status, content_type="application/json")
+
+
 @dataclass(slots=True)
 class _State:
     trusted: dict[str, bytes]
@@ -91,7 +125,7 @@ class _State:
     dossiers: DossierCache = field(default_factory=DossierCache)
 
 
-def _unprocessable(items: list[tuple[list[str | int], str, str]]) -> Response:
+def _unprocessable(items: list[tuple[list[str | int], str, str]]) -> web.Response:
     """HTTP 422 in FastAPI's shape: items are (loc, msg, type)."""
     detail = [{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in items]
     return json_response({"detail": detail}, status=422)
@@ -114,20 +148,21 @@ def _validate(body: Any) -> list[list[str | int]]:
     return missing
 
 
-async def _hang(request: Request) -> Response:
-    # Hold the request until the client gives up, as a stuck verifier would.
-    while not request.client_gone:
+async def _hang(request: web.Request) -> web.Response:
+    # Hold the request until the client gives up, as a stuck verifier would (aiohttp
+    # does not cancel a handler when its client leaves, so watch the socket).
+    while request.transport is not None and not request.transport.is_closing():
         await asyncio.sleep(_HANG_POLL_S)
     raise DropConnection
 
 
-def _fault_response(faults: Faults) -> Response | None:
+def _fault_response(faults: Faults) -> web.Response | None:
     mode = faults.mode
     if mode in ("http500", "http502", "http503"):
         status = int(mode[4:])
         return json_response({"detail": f"simulated HTTP {status}"}, status=status)
     if mode == "malformed":
-        return Response(body=b'{"overall_status": ')
+        return web.Response(body=b'{"overall_status": ', content_type="application/json")
     if mode == "wrong_shape":
         return json_response({"status": "ok"})
     if mode == "reset":
@@ -149,6 +184,7 @@ class Simulator:
         )
 
     def routes(self) -> dict[tuple[str, str], Handler]:
+        """{(method, path): handler} of every route."""
         return {
             ("POST", "/verify"): self.handle_verify,
             ("GET", "/_sim/faults"): self.handle_get_faults,
@@ -158,7 +194,7 @@ class Simulator:
             ("GET", "/healthz"): self.handle_healthz,
         }
 
-    async def handle_verify(self, request: Request) -> Response:
+    async def handle_verify(self, request: web.Request) -> web.StreamResponse:
         stats, state, faults = self.stats, self.state, self.faults.current
         stats.verify_requests += 1
         if (crashed := await self.load.gate(request, faults, stats.faults)) is not None:
@@ -177,7 +213,7 @@ class Simulator:
             return json_response({"detail": "simulated HTTP 500 (error_rate)"}, status=500)
 
         try:
-            body = jsonfast.loads(request.body)
+            body = jsonfast.loads(await request.read())
         except ValueError as exc:
             stats.rejected += 1
             msg = f"JSON decode error: {exc}"
@@ -196,7 +232,7 @@ class Simulator:
             )
         except ParserCrash:  # the real verifier's 500-then-close (see crash_then_close)
             stats.faults["parser_crash"] += 1
-            return crash_then_close(request.transport)
+            return await crash_then_close(request)
         if faults.force_status is not None:
             _force(result, faults.force_status)
         if faults.inject:
@@ -210,13 +246,13 @@ class Simulator:
         )
         return json_response(result)
 
-    async def handle_get_faults(self, request: Request) -> Response:
+    async def handle_get_faults(self, request: web.Request) -> web.Response:
         return json_response(self.faults.current.as_dict())
 
-    async def handle_set_faults(self, request: Request) -> Response:
+    async def handle_set_faults(self, request: web.Request) -> web.Response:
         box = self.faults
         try:
-            changes = jsonfast.loads(request.body)
+            changes = jsonfast.loads(await request.read())
             if not isinstance(changes, dict):
                 raise ValueError("body must be a JSON object of fault fields")
             box.current = box.current.updated(changes)
@@ -225,10 +261,10 @@ class Simulator:
         log.warning("VVP verifier SIMULATOR faults now %s", box.current)
         return json_response(box.current.as_dict())
 
-    async def handle_stats(self, request: Request) -> Response:
+    async def handle_stats(self, request: web.Request) -> web.Response:
         return json_response(self.stats.as_dict())
 
-    async def handle_reset_stats(self, request: Request) -> Response:
+    async def handle_reset_stats(self, request: web.Request) -> web.Response:
         stats = self.stats
         stats.verify_requests = 0
         stats.by_status.clear()
@@ -236,7 +272,7 @@ class Simulator:
         stats.rejected = 0
         return json_response(stats.as_dict())
 
-    async def handle_healthz(self, request: Request) -> Response:
+    async def handle_healthz(self, request: web.Request) -> web.Response:
         return json_response({"status": "ok", "service": SERVER_HEADER})
 
 
@@ -247,17 +283,69 @@ def _force(result: dict[str, Any], status: str) -> None:
         result["vetter_warning_reason"] = result["vetter_warning_reason"] or JURISDICTION_WARNING
 
 
-async def start(settings: SimulatorSettings) -> tuple[HttpServer, int]:
-    """Start the simulator on settings.host/port (0 = any free port); return server and port."""
-    server = HttpServer(Simulator(settings).routes(), server_header=SERVER_HEADER)
-    port = await server.start(settings.host, settings.port)
+@web.middleware
+async def _serve(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except DropConnection:
+        # Drop the socket without writing a status line. aiohttp takes a cancelled
+        # handler as a client that left: no answer and no "Unhandled exception" log.
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError from None
+    response.headers["Server"] = SERVER_HEADER
+    return response
+
+
+SIMULATOR_KEY = web.AppKey("simulator", Simulator)
+
+
+def create_app(settings: SimulatorSettings) -> web.Application:
+    """The simulator's aiohttp application; its state is ``app[SIMULATOR_KEY]``."""
+    app = web.Application(middlewares=[_serve])
+    simulator = Simulator(settings)
+    app[SIMULATOR_KEY] = simulator
+    for (method, path), handler in simulator.routes().items():
+        app.router.add_route(method, path, handler)
+    return app
+
+
+@dataclass(slots=True)
+class RunningSimulator:
+    """A started simulator: its runner, bound port and state; ``close()`` stops it."""
+
+    runner: web.AppRunner
+    port: int
+    simulator: Simulator
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(settings: SimulatorSettings) -> tuple[RunningSimulator, int]:
+    """Start the simulator on settings.host/port (0 = any free port); return it and its port."""
+    app = create_app(settings)
+    # No access log: a line per verification costs more than the verification's JSON.
+    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout, access_log=None)
+    await runner.setup()
+    # Every helper connection of a burst is accepted (aiohttp's default backlog is 128).
+    site = web.TCPSite(
+        runner, settings.host, settings.port, backlog=4096, ssl_context=settings.ssl_context()
+    )
+    await site.start()
+    # runner.addresses holds the real bound port when settings.port is 0.
+    port = int(runner.addresses[0][1])
     log.info(
-        "VVP verifier SIMULATOR (not a real verifier) listening on http://%s:%d, faults %s",
+        "VVP verifier SIMULATOR (not a real verifier) listening on %s://%s:%d%s, faults %s",
+        settings.scheme,
         settings.host,
         port,
+        " (client certificate required)" if settings.tls_client_ca else "",
         settings.faults,
     )
-    return server, port
+    return RunningSimulator(runner, port, app[SIMULATOR_KEY]), port
 
 
 async def serve_forever(settings: SimulatorSettings) -> None:
@@ -272,4 +360,4 @@ async def serve_forever(settings: SimulatorSettings) -> None:
         await stop.wait()
         log.info("VVP verifier SIMULATOR stopping")
     finally:
-        await server.close(settings.shutdown_timeout)
+        await server.close()

@@ -1,5 +1,6 @@
-"""The helper's verifier client over real HTTP: against the simulator_url (every fault mode)
-and against a recording server that shows the exact request on the wire."""
+"""The helper's verifier client (aiohttp.ClientSession) over real HTTP: against the
+simulator (every fault mode), a recording server that shows the exact request on the wire,
+and a scripted raw-socket verifier for what the edge relies on in HTTP itself."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import ServeApp
+from scripted import VALID_ANSWER, ScriptedVerifier, ok
 
 from vvp_helper.errors import (
     VerifierBadAnswer,
@@ -184,53 +186,7 @@ async def test_a_proxy_error_page_is_an_http_error(serve_app: ServeApp) -> None:
     assert caught.value.status == 502
 
 
-# --- the connection pool and HTTP framing (vvp_helper.httpclient), against scripted servers
-
-VALID_ANSWER = b'{"overall_status": "VALID", "request_id": "r-1"}'
-
-
-class ScriptedVerifier:
-    """A raw TCP server: each request gets the next scripted answer (bytes, or a callable
-    taking the stream writer). Counts connections and requests."""
-
-    def __init__(self, *answers: object) -> None:
-        self.answers = list(answers)
-        self.connections = 0
-        self.requests = 0
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/verify"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                self.requests += 1
-                answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-                if callable(answer):
-                    await answer(writer)
-                else:
-                    assert isinstance(answer, bytes)
-                    writer.write(answer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-
-def ok(body: bytes = VALID_ANSWER, *extra: bytes) -> bytes:
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"".join(extra)
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+# --- the connection pool and HTTP framing (aiohttp's), against a scripted fake verifier
 
 
 async def test_calls_reuse_one_keep_alive_connection() -> None:
@@ -357,5 +313,70 @@ async def test_garbage_instead_of_http_is_unreachable() -> None:
     client = VerifierClient(await server.start(), timeout=2)
     with pytest.raises(VerifierUnreachable, match="bad HTTP answer"):
         await client.verify(valid_request())
+    await client.close()
+    await server.close()
+
+
+async def test_a_fresh_connection_closed_before_any_answer_is_not_retried() -> None:
+    async def hang_up(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = ScriptedVerifier(hang_up)
+    client = VerifierClient(await server.start(), timeout=2)
+    with pytest.raises(VerifierUnreachable):
+        await client.verify(valid_request())
+    await client.close()
+    await server.close()
+    # A verifier that drops fresh connections is failing: one request per call, not two.
+    assert (server.requests, server.connections) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+        b"HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n",
+    ],
+    ids=["100", "103", "102+103"],
+)
+async def test_interim_1xx_answers_are_skipped_for_the_final_one(interim: bytes) -> None:
+    # An interim answer is not the verifier's answer: taking it as one made a call
+    # "error" (and under the default policy, an unverified fail-open redirect).
+    server = ScriptedVerifier(interim + ok(b'{"overall_status": "INVALID"}'), ok())
+    client = VerifierClient(await server.start(), timeout=2)
+    assert (await client.verify(valid_request())).overall_status == "INVALID"
+    # and the connection is still in step: the next answer is the next request's
+    assert (await client.verify(valid_request())).overall_status == "VALID"
+    await client.close()
+    await server.close()
+    assert server.connections == 1
+
+
+async def test_one_session_serves_every_call_concurrently() -> None:
+    server = ScriptedVerifier(ok())
+    client = VerifierClient(await server.start(), timeout=2, max_connections=4)
+    verdicts = await asyncio.gather(*(client.verify(valid_request()) for _ in range(20)))
+    assert {v.overall_status for v in verdicts} == {"VALID"}
+    await client.close()
+    await server.close()
+    # the pool is sized to the concurrency setting, and its connections are reused
+    assert server.requests == 20
+    assert server.connections <= 4
+
+
+async def test_an_answer_within_1_mib_sent_in_pieces_is_read_whole() -> None:
+    body = b'{"overall_status": "VALID", "request_id": "r-1", "pad": "' + b"x" * 900_000 + b'"}'
+
+    async def slowly(writer: asyncio.StreamWriter) -> None:
+        answer = ok(body)
+        for start in range(0, len(answer), 65536):
+            writer.write(answer[start : start + 65536])
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    server = ScriptedVerifier(slowly)
+    client = VerifierClient(await server.start(), timeout=5)
+    assert (await client.verify(valid_request())).request_id == "r-1"
     await client.close()
     await server.close()
