@@ -49,20 +49,28 @@ text = text.replace(f'<recv response="{expect[-1]}" next="ack"/>',
 for code in expect[:-1]:
     text = text.replace(f'<recv response="{code}" optional="true" next="ack"/>',
                         f'<recv response="{code}" optional="true" next="ack">{check}</recv>')
+# sipp wants every variable used twice: the ereg sets it, this references it.
+text = text.replace("</scenario>", '  <Reference variables="fallback"/>\n</scenario>')
 path.write_text(text)
 PY
 per_chunk=$(awk -v r="$rate" -v s="$chunk_seconds" 'BEGIN { n = int(r * s); print (n < 1 ? 1 : n) }')
 echo "vvp-load: $calls calls at $rate/s to $target ($transport), kinds $kinds, expecting $expect" >&2
+# A run of its own: Call-IDs and Via (sipp's branch counts from 1 in every run, and the
+# container's address and pid repeat) would otherwise match the transactions of a run a
+# few seconds earlier, which Kamailio still holds and answers from (their old reply).
+run_id=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 left=$calls
 status=0
 while [ "$left" -gt 0 ]; do
     n=$per_chunk
     [ "$n" -le "$left" ] || n=$left
+    local_port=$((20000 + (run_id + left) % 40000))
     vvp-simulator mint-csv --out "$work/ids.csv" --count "$n" --kind "$kinds" \
         --orig +441923311001 --dest +441923311006 2>/dev/null
     code=0
     sipp "$target" -sf "$work/load.xml" -inf "$work/ids.csv" \
         -m "$n" -r "$rate" -t "$transport" -nostdin \
+        -cid_str "%u-%p-$run_id-$left@%s" -p "$local_port" \
         -timeout "${timeout}s" -timeout_error "$@" >"$work/sipp.out" 2>&1 || code=$?
     if [ "$code" != 0 ]; then
         echo "vvp-load: a chunk of $n calls failed (sipp exit $code): some answer was not $expect" >&2
