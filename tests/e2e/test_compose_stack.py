@@ -161,7 +161,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         (workdir / "compose.log").write_text(stack.logs())
-        stack.compose("--profile", "load", "down", "--volumes", "--remove-orphans", timeout=300)
+        stack.compose(
+            "--profile", "demo", "--profile", "load", "down", "--volumes", "--remove-orphans",
+            timeout=300,
+        )  # fmt: skip
 
 
 def call(stack: Stack, kind: str, code: int, transport: str = "u1") -> dict[str, str | None]:
