@@ -994,7 +994,7 @@ def check_compose_lifecycle(compose: dict[str, Any]) -> list[str]:
         f"{image} is built by {names}" for image, names in builders.items() if len(names) > 1
     ]
     test = " ".join(services[NETNS_HOLDER].get("healthcheck", {}).get("test", []))
-    if "vvp-sip-check --call" not in test:
+    if "vvp-sip-check --path" not in test:
         problems.append(f"{NETNS_HOLDER}: its healthcheck does not prove the call path")
     return problems
 
