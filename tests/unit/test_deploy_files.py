@@ -1,8 +1,13 @@
 """The deployment files agree with the project: compose.yaml, docker/*.Dockerfile and deploy/.
 
-No Docker engine is needed: every file a Dockerfile copies or compose mounts must exist
-(and not be hidden by .dockerignore), every port published or scraped must be the one the
-program listens on, every environment variable set must be one the program reads, every
+The files are read by the real tools where they exist: compose.yaml through `docker
+compose config` (interpolation, schema), the systemd units through `systemd-analyze
+security --offline`, the shell scripts through `shellcheck`; a missing tool skips those
+tests outside CI and fails them under CI=true. No engine is needed.
+
+Across files: every file a Dockerfile copies or compose mounts must exist (and not be
+hidden by .dockerignore), every port published or scraped must be the one the program
+listens on, every environment variable set must be one the program reads, every
 healthcheck must hit a route that exists, and the systemd units must only reference what
 deploy/install-vm.sh creates. Each checker returns its problems; the ``*_catches_*`` tests
 break a copy of the subject and show the checker notices.
