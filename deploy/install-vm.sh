@@ -57,6 +57,7 @@ if [ ! -r /etc/os-release ]; then
     echo "install-vm.sh: no /etc/os-release; Debian 12 or Ubuntu 22.04+ expected" >&2
     exit 1
 fi
+# shellcheck source=/dev/null
 . /etc/os-release
 case "${ID:-}:${VERSION_ID:-}" in
     debian:12*|debian:13*|ubuntu:22.04|ubuntu:24.04|ubuntu:2[4-9].*) ;;
@@ -110,7 +111,7 @@ rm -rf "$stage"/helper/*.egg-info
 find "$stage" -name __pycache__ -prune -exec rm -rf {} +
 log "installing the helper into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$stage[fast,redis]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${stage}[fast,redis]"
 install -m 0644 "$REPO/README.md" "$PREFIX/README.md"
 install -d -m 0755 "$PREFIX/policy-examples"
 install -m 0644 "$REPO"/policy/*.yaml "$REPO/policy/README.md" "$PREFIX/policy-examples/"
@@ -123,13 +124,20 @@ install -d -m 0750 -o root -g "$SERVICE_USER" "$ETC"
 install_once() {
     local src=$1 dest=$2 mode=$3 owner=$4
     if [ -e "$dest" ]; then
-        if ! cmp -s "$src" "$dest"; then
+        if ! cmp -s "$src" "$dest" && ! same_but_verifier_url "$src" "$dest"; then
             install -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$src" "$dest.dist"
         fi
     else
         log "creating $dest"
         install -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$src" "$dest"
     fi
+}
+# helper.env differs from its template by the one line --verifier-url writes: that is
+# not a template change, so no helper.env.dist for it.
+same_but_verifier_url() {
+    local src=$1 dest=$2
+    [ "$(basename "$dest")" = helper.env ] || return 1
+    diff -q <(grep -v '^VVP_VERIFIER_URL=' "$src") <(grep -v '^VVP_VERIFIER_URL=' "$dest") >/dev/null
 }
 install_once "$REPO/deploy/env/helper.env" "$ETC/helper.env" 0640 "root:$SERVICE_USER"
 install_once "$REPO/deploy/env/kamailio.env" "$ETC/kamailio.env" 0640 root:root

@@ -4,8 +4,16 @@
 #   docker build -f docker/helper.Dockerfile -t vvp-edge/helper .
 #
 # Settings: the VVP_* environment variables of helper/vvp_helper/config.py.
-FROM python:3.11-slim AS build
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# Build arguments: PYTHON_BASE_IMAGE (a mirror's copy of python:3.11-slim, say), and
+# EXTRA_CA_CERTS: PEM certificates pip must also trust while building, for networks that
+# intercept TLS (corporate proxies). They stay in the build stage, not in the image.
+ARG PYTHON_BASE_IMAGE=python:3.11-slim
+FROM ${PYTHON_BASE_IMAGE} AS build
+ARG EXTRA_CA_CERTS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+        printf '%s\n' "$EXTRA_CA_CERTS" >> /etc/ssl/certs/ca-certificates.crt; fi
 RUN python -m venv /opt/vvp-edge/venv
 COPY pyproject.toml README.md /src/
 COPY helper /src/helper
@@ -13,7 +21,7 @@ COPY helper /src/helper
 # edge nodes, VVP_REPLAY_REDIS_URL). No test tools.
 RUN /opt/vvp-edge/venv/bin/pip install "/src[fast,redis]"
 
-FROM python:3.11-slim
+FROM ${PYTHON_BASE_IMAGE}
 RUN useradd --system --user-group --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin vvp-edge
 COPY --from=build /opt/vvp-edge/venv /opt/vvp-edge/venv

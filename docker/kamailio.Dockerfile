@@ -5,7 +5,9 @@
 #   docker build -f docker/kamailio.Dockerfile -t vvp-edge/kamailio .
 #
 # Settings: the VVP_* environment variables listed in kamailio/kamailio.cfg's header.
-FROM debian:12-slim
+# Build argument: KAMAILIO_BASE_IMAGE (a mirror's copy of debian:12-slim, say).
+ARG KAMAILIO_BASE_IMAGE=debian:12-slim
+FROM ${KAMAILIO_BASE_IMAGE}
 
 # install.sh installs sipp and kamcli too (KAMAILIO_SKIP_TOOLS unset): kamcli is how
 # operators look inside (docker compose exec kamailio kamcli rpc htable.dump vvp), and sipp
@@ -14,6 +16,9 @@ COPY kamailio/install.sh /tmp/vvp-edge/kamailio/install.sh
 COPY kamailio/patches/ /tmp/vvp-edge/kamailio/patches/
 RUN set -eux; \
     bash /tmp/vvp-edge/kamailio/install.sh; \
+    # netbase: /etc/protocols, without which Kamailio cannot look up TCP's protocol
+    # number and sets no TCP_NODELAY on SIP over TCP (tcp_init() says so at start).
+    apt-get install -y --no-install-recommends netbase >/dev/null; \
     # Keep what the built module links against, then drop the build tool chain and the
     # source package: they are only needed to build it.
     so=$(find /usr/lib -path '*kamailio/modules/http_async_client.so' | head -n1); \

@@ -37,7 +37,7 @@ fi
 # Our patches to the module (kamailio/patches/, each says why). Their checksum is part of
 # the build stamp, so changing a patch rebuilds the module on the next run.
 patchdir=$(cd "$(dirname "$0")" && pwd)/patches
-patches=("$patchdir"/$MODULE-*.patch)
+patches=("$patchdir/$MODULE"-*.patch)
 version=$(dpkg-query -W -f='${Version}' kamailio)
 build="$version+$(cat "${patches[@]}" | sha256sum | cut -c1-12)"
 moddir=$(dirname "$(dpkg -L kamailio | grep -m1 '/modules/tm.so$')")

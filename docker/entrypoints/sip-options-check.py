@@ -1,18 +1,30 @@
 #!/usr/bin/env python3
-"""Container healthcheck: one SIP OPTIONS over UDP to the local Kamailio must get 200.
+"""Container healthcheck of the edge, from the network namespace it runs in. Exit 0
+healthy, 1 not.
 
-Kamailio answers OPTIONS itself (kamailio.cfg), so this proves the SIP socket is bound
-and a worker is serving it. Target: VVP_SIP_ADDR (127.0.0.1 when it is 0.0.0.0) and
-VVP_SIP_PORT. Exit 0 healthy, 1 not. Standard library only (python3 comes with kamcli).
+    vvp-sip-check           a SIP OPTIONS over UDP to Kamailio must get 200: Kamailio
+                            answers OPTIONS itself, so this proves the SIP socket is bound
+                            and a worker is serving it.
+    vvp-sip-check --path    that, and the helper must answer GET /readyz on loopback: both
+                            ends of a call's path (SIP in, Kamailio -> helper over
+                            127.0.0.1) serve THIS namespace. A Kamailio or helper left in
+                            an old namespace (the "edge" service restarted without them)
+                            fails it. No INVITE is sent: a check every few seconds would
+                            count as traffic (metrics, the NoTraffic alert).
+
+Targets: VVP_SIP_ADDR (127.0.0.1 when it is 0.0.0.0) and VVP_SIP_PORT; the helper at
+VVP_HELPER_CHECK_URL (http://127.0.0.1:8480/readyz). Standard library only (python3 comes
+with kamcli).
 """
 
 import os
 import socket
 import sys
+import urllib.request
 import uuid
 
 
-def main() -> int:
+def options() -> bool:
     addr = os.environ.get("VVP_SIP_ADDR", "127.0.0.1")
     if addr in ("0.0.0.0", "::", ""):
         addr = "127.0.0.1"
@@ -37,10 +49,28 @@ def main() -> int:
             data, _ = sock.recvfrom(65535)
         except OSError as exc:
             print(f"no answer to OPTIONS from {addr}:{port}: {exc}", file=sys.stderr)
-            return 1
+            return False
     first = data.split(b"\r\n", 1)[0].decode(errors="replace")
     print(first)
-    return 0 if first.startswith("SIP/2.0 200") else 1
+    return first.startswith("SIP/2.0 200")
+
+
+def helper_ready() -> bool:
+    url = os.environ.get("VVP_HELPER_CHECK_URL", "http://127.0.0.1:8480/readyz")
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            print(f"helper {url}: {answer.status}")
+            return bool(answer.status == 200)
+    except OSError as exc:
+        print(f"helper {url}: {exc}", file=sys.stderr)
+        return False
+
+
+def main() -> int:
+    healthy = options()
+    if "--path" in sys.argv[1:]:
+        healthy = helper_ready() and healthy
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

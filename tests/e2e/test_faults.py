@@ -216,6 +216,9 @@ def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> No
         # Every call verified by one helper or the other: none fell back, none lost.
         assert answers == Counter({(302, None): 400}), answers
         assert "asking the second helper" in kamailio.output()
+        # Taken over by the second helper, not answered by Kamailio's fallback (whose
+        # 302 has no X-VVP-Error either).
+        assert not any(m.header("X-VVP-Edge-Fallback") for m in run.finals())
     finally:
         for process in (kamailio, second, first, simulator):
             process.stop()

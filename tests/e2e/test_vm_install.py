@@ -188,6 +188,28 @@ def test_installer_is_idempotent_and_keeps_operator_files(installed: None) -> No
     assert oct(Path("/etc/vvp-edge/helper.env").stat().st_mode & 0o777) == "0o640"
 
 
+def test_rerun_with_the_same_verifier_url_leaves_no_template_copy(installed: None) -> None:
+    """--verifier-url edits helper.env; that edit alone is not a changed template."""
+    env = Path("/etc/vvp-edge/helper.env")
+    dist = Path("/etc/vvp-edge/helper.env.dist")
+    saved = env.read_bytes()
+    try:
+        env.unlink()
+        dist.unlink(missing_ok=True)
+        for _ in range(2):
+            done = subprocess.run(
+                ["bash", str(REPO / "deploy" / "install-vm.sh"), "--no-start",
+                 "--verifier-url", "https://verifier.example"],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        assert "VVP_VERIFIER_URL=https://verifier.example" in env.read_text()
+        assert not dist.exists(), "helper.env.dist written for the installer's own edit"
+    finally:
+        env.write_bytes(saved)
+        dist.unlink(missing_ok=True)
+
+
 def test_services_start_as_their_units_say(installed: None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="vvp-vm-", dir="/tmp"))
     os.chmod(workdir, 0o755)
@@ -269,6 +291,20 @@ def test_services_start_as_their_units_say(installed: None) -> None:
                 capture_output=True, text=True, timeout=10,
             )  # fmt: skip
             assert "fb_policy" in dump.stdout, dump.stdout + dump.stderr + helper.output()
+
+            # kamcli as root, with the installed settings (socket paths moved to this
+            # test's runtime directory): Kamailio, another user, must reach its reply socket.
+            ini = workdir / "kamcli.ini"
+            ini.write_text(
+                Path("/etc/kamcli/kamcli.ini").read_text().replace("/run/kamailio", str(rundir))
+            )
+            kamcli = subprocess.run(
+                ["kamcli", "-c", str(ini), "rpc", "core.uptime"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert kamcli.returncode == 0 and "uptime" in kamcli.stdout, (
+                kamcli.stdout + kamcli.stderr
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -258,6 +258,15 @@ def test_every_alert_has_a_firing_and_a_quiet_test_case() -> None:
     assert not unknown, f"test cases for unknown alerts: {unknown}"
 
 
+def test_the_monitoring_readme_lists_every_alert() -> None:
+    readme = (MONITORING / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in readme.splitlines() if line.startswith("| `alerts.yml`"))
+    listed = set(re.findall(r"[A-Z][A-Za-z]+", row.split("|")[2]))
+    assert {rule["alert"] for rule in alert_rules()} <= listed
+    count = re.search(r"the (\d+) alerts", row)
+    assert count is not None and int(count.group(1)) == len(alert_rules())
+
+
 def test_firing_cases_expect_the_severity_and_annotations() -> None:
     severity = {rule["alert"]: rule["labels"]["severity"] for rule in alert_rules()}
     for case in load_yaml(ALERTS_TEST_YML)["tests"]:
