@@ -25,7 +25,7 @@ would have reported) and the breaker does not count it. With no recent verdict, 
 is the verifier's (a verifier answering 500 to everyone): ``error``, counted as a failure.
 
 Why not a library (pybreaker, aiobreaker, purgatory, circuitbreaker): see
-docs/adr/0015-verifier-circuit-breaker.md.
+docs/adr/0005-verifier-circuit-breaker.md.
 """
 
 from __future__ import annotations

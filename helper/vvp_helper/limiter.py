@@ -28,7 +28,7 @@ slow answer does not move the limit and the long average spans minutes, not a se
 ``ConcurrencyLimiter`` is the asyncio gate built on it: a call that finds the limit full
 waits at most ``max_wait`` seconds for a slot, then is refused at once.
 
-Why not a library: see docs/adr/0017-adaptive-verifier-concurrency.md.
+Why not a library: see docs/adr/0006-adaptive-verifier-concurrency.md.
 """
 
 from __future__ import annotations

@@ -522,7 +522,7 @@ def test_partial_tcp_messages_hold_slots_only_for_the_lifetime(tmp_path: Path) -
         assert [r.code for r in finals(send(kamailio.port, udp.encode))] == [403]
         # Within the lifetime (plus Kamailio's timer granularity) the partial connections
         # are closed and TCP calls are answered again: polled, not slept.
-        # Measured: lifetime + 5-8 s (docs/adr/0010); the margin is for a busy machine.
+        # Measured: lifetime + 5-8 s (docs/adr/0004); the margin is for a busy machine.
         deadline = time.monotonic() + LIFETIME_S + 25
         while not tcp_call_answered(kamailio.port):
             assert time.monotonic() < deadline, "TCP still refused after the lifetime"
