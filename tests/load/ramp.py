@@ -36,7 +36,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -203,10 +203,19 @@ def prioritise(process: Process, nice: int) -> None:
 # -- one step ----------------------------------------------------------------------------
 
 
-def load_scenario(path: Path, finals: Sequence[int] = KNOWN_FINALS) -> Path:
+def load_scenario(
+    path: Path,
+    finals: Sequence[int] = KNOWN_FINALS,
+    headers: Sequence[str] = (),
+    require: tuple[str, str] | None = None,
+) -> Path:
     """One INVITE per call from the CSV, timed by sipp (rtd 1): any of ``finals`` counts
-    (any other final answer fails the call)."""
-    scenario = invite_any_final(path, csv=True, finals=finals)
+    (any other final answer fails the call, as sipp's FailedUnexpectedMessage).
+
+    ``headers``: more lines for the INVITE (CSV fields allowed, e.g. "P-VVP-Identity:
+    [field4]"). ``require``: (header, regexp) the last of ``finals`` must carry, or the
+    call fails as sipp's FailedRegexpDoesntMatch (e.g. ("X-VVP-Status", "^VALID$"))."""
+    scenario = invite_any_final(path, csv=True, finals=finals, headers=headers)
     text = scenario.read_text().replace(
         "Identity: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
         "[field6]: [field2];info=<[field3]>;alg=EdDSA;ppt=vvp",
@@ -215,6 +224,15 @@ def load_scenario(path: Path, finals: Sequence[int] = KNOWN_FINALS) -> Path:
     text = re.sub(
         r'(<recv response="\d+"(?: optional="true")? next="ack")/>', r'\1 rtd="1"/>', text
     )
+    if require is not None:
+        name, regexp = require
+        check = (f'<action><ereg regexp="{regexp}" search_in="hdr" header="{name}:" '
+                 f'check_it="true" assign_to="required"/></action></recv>')  # fmt: skip
+        last = f'<recv response="{finals[-1]}" next="ack" rtd="1"/>'
+        assert last in text, text
+        text = text.replace(last, last[:-2] + ">" + check)
+        # sipp refuses a variable that is set and never read.
+        text = text.replace("</scenario>", '  <Reference variables="required"/>\n</scenario>')
     path.write_text(text)
     return path
 
@@ -249,14 +267,17 @@ def run_step(
     memory_every: float = 0,
     finals: Sequence[int] = KNOWN_FINALS,
     tag: str = "",
+    scenario: Path | None = None,
 ) -> Step:
+    """One step; ``scenario``: a load_scenario() of the caller's instead of ``finals``'."""
     csv, kinds = injection
     calls = len(kinds)
     step = Step(offered=rate, duration=duration, calls=calls)
     tag = tag or str(int(rate))  # names the step's files: step-<tag>/
-    only = "-".join(map(str, finals))
-    scenario_file = "ramp.xml" if finals == KNOWN_FINALS else f"ramp-only-{only}.xml"
-    scenario = load_scenario(workdir / scenario_file, finals)
+    if scenario is None:
+        only = "-".join(map(str, finals))
+        scenario_file = "ramp.xml" if finals == KNOWN_FINALS else f"ramp-only-{only}.xml"
+        scenario = load_scenario(workdir / scenario_file, finals)
 
     before_outcomes = helper_outcomes(helpers)
     before_shed = kamailio_shed(processes.get("kamailio"))
@@ -304,7 +325,7 @@ def run_step(
         step.cpu_percent[name] = round(100 * ticks_used / CLK_TCK / elapsed, 1)
         step.pss_mb[name] = pss_mb(pids[name])
 
-    stats = _last_stats(rtt_dir)
+    stats = last_stats(rtt_dir)
     step.answered = int(stats.get("SuccessfulCall(C)", 0))
     step.failed = int(stats.get("FailedCall(C)", calls))
     step.retransmissions = int(stats.get("Retransmissions(C)", 0))
@@ -333,7 +354,8 @@ def run_step(
     return step
 
 
-def _last_stats(directory: Path) -> dict[str, str]:
+def last_stats(directory: Path) -> dict[str, str]:
+    """sipp's last statistics line of a step (-trace_stat), by column name."""
     for path in directory.glob("*_.csv"):
         rows = [r.split(";") for r in path.read_text().splitlines() if r]
         if len(rows) >= 2:
@@ -377,6 +399,54 @@ def row(step: Step, names: list[str]) -> str:
     return " ".join(cells)
 
 
+def measure(
+    workdir: Path,
+    target_port: int,
+    rate: float,
+    duration: float,
+    mix: dict[str, int],
+    processes: dict[str, Process],
+    helpers: list[Helper],
+    outcome_of: dict[str, str] = OUTCOME_OF,
+    memory_every: float = 0,
+    finals: Sequence[int] = KNOWN_FINALS,
+    warmup: float = 0,
+    tag: str = "",
+    scenario: Path | None = None,
+    before_step: Callable[[], object] | None = None,
+) -> Step:
+    """One step after its warm-up. ``tag`` names its files (default: the rate);
+    ``before_step`` runs between the warm-up and the step (e.g. to read counters)."""
+    tag = tag or str(int(rate))
+    # The figures are for steady state: each step is preceded by ``warmup`` seconds of
+    # the same traffic, not reported, so that connection pools (Kamailio to the
+    # helpers, the helpers to the verifier) have grown to the rate. What the warm-up
+    # itself went through (the jump from idle to the rate) is kept in Step.warmup.
+    warm_calls, calls = int(rate * warmup), int(rate * duration)
+    print(f"   ... {rate:g} calls/s: minting {warm_calls + calls} identities", end="\r",
+          flush=True)  # fmt: skip
+    minted = time.time() + (warm_calls + calls) * MINT_SECONDS
+    injection = mint_step(workdir, rate, duration, mix, tag, start_at=minted + warmup + 1)
+    warm = None
+    if warm_calls:
+        warm_tag = f"{tag}-warmup"
+        warm_start = time.time() + warm_calls * MINT_SECONDS + 1
+        warm_injection = mint_step(workdir, rate, warmup, mix, warm_tag, warm_start)
+        print(f"\r\033[K   ... {rate:g} calls/s: warming up for {warmup:g} s", end="\r",
+              flush=True)  # fmt: skip
+        warm = run_step(workdir, target_port, rate, warmup, warm_injection, processes,
+                        helpers, outcome_of, finals=finals, tag=warm_tag,
+                        scenario=scenario)  # fmt: skip
+    if before_step is not None:
+        before_step()
+    print(f"\r\033[K   ... {rate:g} calls/s for {duration:g} s", end="\r", flush=True)
+    step = run_step(workdir, target_port, rate, duration, injection, processes, helpers,
+                    outcome_of, memory_every, finals, tag=tag,
+                    scenario=scenario)  # fmt: skip
+    step.warmup = warm
+    return step
+
+
 def ramp(
     label: str,
     workdir: Path,
@@ -397,31 +467,11 @@ def ramp(
     print(header(names), flush=True)
     steps = []
     for rate in rates:
-        # The figures are for steady state: each step is preceded by ``warmup`` seconds of
-        # the same traffic, not reported, so that connection pools (Kamailio to the
-        # helpers, the helpers to the verifier) have grown to the rate. What the warm-up
-        # itself went through (the jump from idle to the rate) is kept in Step.warmup.
-        warm_calls, calls = int(rate * warmup), int(rate * duration)
-        print(f"   ... {rate:g} calls/s: minting {warm_calls + calls} identities", end="\r",
-              flush=True)  # fmt: skip
-        minted = time.time() + (warm_calls + calls) * MINT_SECONDS
-        injection = mint_step(workdir, rate, duration, mix, str(int(rate)),
-                              start_at=minted + warmup + 1)  # fmt: skip
-        warm = None
-        if warm_calls:
-            warm_tag = f"{int(rate)}-warmup"
-            warm_start = time.time() + warm_calls * MINT_SECONDS + 1
-            warm_injection = mint_step(workdir, rate, warmup, mix, warm_tag, warm_start)
-            print(f"\r\033[K   ... {rate:g} calls/s: warming up for {warmup:g} s", end="\r",
-                  flush=True)  # fmt: skip
-            warm = run_step(workdir, target_port, rate, warmup, warm_injection, processes,
-                            helpers, outcome_of, finals=finals, tag=warm_tag)  # fmt: skip
-        print(f"\r\033[K   ... {rate:g} calls/s for {duration:g} s", end="\r", flush=True)
-        step = run_step(workdir, target_port, rate, duration, injection, processes, helpers,
-                        outcome_of, memory_every, finals)  # fmt: skip
-        step.warmup = warm
+        step = measure(workdir, target_port, rate, duration, mix, processes, helpers,
+                       outcome_of, memory_every, finals, warmup)  # fmt: skip
         steps.append(step)
         print("\r\033[K" + row(step, names), flush=True)
+        warm = step.warmup
         if warm and (warm.failed or warm.shed or warm.unexpected):
             print(f"{'':>10}(its {warmup:g} s warm-up, from idle to {rate:g}/s: {warm.shed} "
                   f"shed, {warm.failed} failed, {warm.unexpected} unexpected, p99 "
