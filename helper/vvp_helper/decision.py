@@ -424,23 +424,19 @@ def call_facts(
         source = ipaddress.ip_address(call.source_ip) if call.source_ip else None
     except ValueError:
         source = None
-    if verdict is None:
-        return CallFacts(
-            outcome=outcome,
-            source_ip=source,
-            trunk=policy.trunk_of(source),
-            calling=digits(sipfields.telephone_number(call.from_uri) or ""),
-            called=digits(sipfields.telephone_number(call.to_uri) or ""),
-            error_codes=frozenset(e["code"] for e in errors),
-        )
-    signer = verdict.signer_identity
-    return CallFacts(
+    facts = CallFacts(
         outcome=outcome,
         source_ip=source,
         trunk=policy.trunk_of(source),
         calling=digits(sipfields.telephone_number(call.from_uri) or ""),
         called=digits(sipfields.telephone_number(call.to_uri) or ""),
         error_codes=frozenset(e["code"] for e in errors),
+    )
+    if verdict is None:
+        return facts
+    signer = verdict.signer_identity
+    return replace(
+        facts,
         # Walking the claim tree is the costliest fact, and only claim rules read it.
         claims=claim_statuses(verdict.claims) if policy.matches_claims else {},
         revocation_pending=verdict.revocation_pending,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from claim_tree import claim
 
 from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
 from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_QVI_AID, DEMO_ROOT
@@ -45,21 +46,6 @@ def body_for(m: MintedIdentity, now: float = NOW) -> dict[str, Any]:
 def run(kind: str, options: Options | None = None) -> dict[str, Any]:
     m = mint(kind, ORIG, DEST, now=NOW)
     return verify(m.vvp_identity, body_for(m), TRUSTED, float(NOW), options)
-
-
-def claim(resp: dict[str, Any], name: str) -> dict[str, Any]:
-    def walk(node: dict[str, Any]) -> dict[str, Any] | None:
-        if node["name"] == name:
-            return node
-        for child in node["children"]:
-            found = walk(child["node"])
-            if found:
-                return found
-        return None
-
-    found = walk(resp["claims"][0])
-    assert found is not None, name
-    return found
 
 
 def all_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:

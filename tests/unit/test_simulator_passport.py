@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from claim_tree import claim
 
 from vvp_simulator.keys import (
     SigningKey,
@@ -54,21 +55,6 @@ def run(kind: str, *, now: int = NOW) -> dict[str, Any]:
 
 def codes(resp: dict[str, Any]) -> list[str]:
     return [e["code"] for e in resp["errors"] or []]
-
-
-def claim(resp: dict[str, Any], name: str) -> dict[str, Any]:
-    def walk(node: dict[str, Any]) -> dict[str, Any] | None:
-        if node["name"] == name:
-            return node
-        for child in node["children"]:
-            found = walk(child["node"])
-            if found:
-                return found
-        return None
-
-    found = walk(resp["claims"][0])
-    assert found is not None, name
-    return found
 
 
 # --- keys and CESR ---------------------------------------------------------------
