@@ -102,3 +102,14 @@ async def test_a_freed_slot_goes_to_the_waiting_call() -> None:
     assert gate.in_flight == 1 and gate.waiting == 0
     gate.release(None)
     assert gate.in_flight == 0
+
+
+def test_latency_under_the_floor_is_not_a_verifier_slowing_down() -> None:
+    # A verifier answering in 1 ms, then the helper's own busy event loop making answers
+    # seem to take 40 ms: not the verifier's doing, the limit keeps growing.
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.001, 3)
+    before = limit.limit
+    run(limit, clock, 0.040, 3)
+    assert limit.limit > before
