@@ -12,8 +12,10 @@ from harness import KAMAILIO_CFG, kamailio_binary
 pytestmark = pytest.mark.e2e
 
 
-def check(tmp_path: Path, *defines: str, **env: str) -> subprocess.CompletedProcess[str]:
-    argv = [kamailio_binary(), "-c", "-f", str(KAMAILIO_CFG)]
+def check(
+    tmp_path: Path, *defines: str, cfg: Path = KAMAILIO_CFG, **env: str
+) -> subprocess.CompletedProcess[str]:
+    argv = [kamailio_binary(), "-c", "-f", str(cfg)]
     for define in defines:
         argv += ["-A", define]
     settings = {
@@ -63,3 +65,20 @@ def test_listen_address_and_port_come_from_the_environment(tmp_path: Path) -> No
 def test_a_broken_setting_is_refused(tmp_path: Path) -> None:
     result = check(tmp_path, VVP_SIP_PORT="not-a-port")
     assert result.returncode != 0
+
+
+def test_a_site_override_in_local_cfg_takes_effect(tmp_path: Path) -> None:
+    # local.cfg beside kamailio.cfg is read first: its #!define wins over the default.
+    site = tmp_path / "site"
+    site.mkdir()
+    cfg = site / "kamailio.cfg"
+    cfg.write_text(KAMAILIO_CFG.read_text(encoding="utf-8"), encoding="utf-8")
+    (site / "local.cfg").write_text("#!define VVP_SIP_PORT 5099\n", encoding="utf-8")
+    result = check(tmp_path, cfg=cfg)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout + result.stderr
+    assert "udp: 127.0.0.1 [127.0.0.1]:5099" in out
+    assert ":5060" not in out
+    # The same setting also in the environment is a conflict Kamailio refuses to start
+    # with, rather than one of them silently losing.
+    assert check(tmp_path, cfg=cfg, VVP_SIP_PORT="5098").returncode != 0
