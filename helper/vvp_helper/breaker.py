@@ -232,7 +232,11 @@ class GuardedVerifier:
         self.breaker = CircuitBreaker(breaker, on_change=self._show_state, clock=clock)
         self.limiter = limiter or ConcurrencyLimiter(Gradient2(clock=clock))
         self._show_state(State.CLOSED)
-        self._show_limit()
+        if metrics is not None:
+            # Read when scraped: nothing to update on every call.
+            limiter = self.limiter
+            metrics.verifier_limit.set_function(lambda: limiter.limit)
+            metrics.verifier_limit_waiting.set_function(lambda: limiter.waiting)
 
     @classmethod
     def from_settings(
@@ -267,17 +271,13 @@ class GuardedVerifier:
         if breaker.state is not State.CLOSED and not breaker.allow():
             what = "open" if breaker.state is State.OPEN else "half-open, call not admitted"
             raise VerifierBreakerOpen(f"verifier failing: circuit breaker {what}")
-        self._show_waiting(1)
         try:
             await limiter.acquire()
         except LimitReached as exc:
             if self.metrics is not None:
                 self.metrics.verifier_limit_rejections.inc()
             raise VerifierOverloaded(str(exc)) from None
-        finally:
-            self._show_waiting(-1)
         started = self._clock()
-        self._show_limit()
         try:
             verdict = await self.client.verify(request)
         except VerifierTimeout:
@@ -308,7 +308,6 @@ class GuardedVerifier:
             raise
         limiter.release(self._clock() - started)
         breaker.record(None)
-        self._show_limit()
         return verdict
 
     # -- metrics
@@ -316,11 +315,3 @@ class GuardedVerifier:
     def _show_state(self, state: State) -> None:
         if self.metrics is not None:
             self.metrics.breaker_state.set(int(state))
-
-    def _show_limit(self) -> None:
-        if self.metrics is not None:
-            self.metrics.verifier_limit.set(self.limiter.limit)
-
-    def _show_waiting(self, delta: int) -> None:
-        if self.metrics is not None:
-            self.metrics.verifier_limit_waiting.inc(delta)

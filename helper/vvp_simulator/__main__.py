@@ -22,7 +22,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from vvp_simulator.faults import FORCEABLE_STATUSES, MODES, Faults
 from vvp_simulator.keys import AID_CODES, DEMO_ISSUER_SEED, SIG_FORMS, SigningKey
@@ -190,31 +190,24 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signing(args: argparse.Namespace) -> dict[str, Any]:
+    """How mint and mint-csv sign: the same options for both."""
+    return {
+        "now": args.now,
+        "key": SigningKey.from_seed_text(args.seed),
+        "sig_form": args.sig_form,
+        "aid_code": args.aid_code,
+    }
+
+
 def _mint(args: argparse.Namespace) -> int:
-    minted = mint(
-        args.kind,
-        args.orig,
-        args.dest,
-        now=args.now,
-        key=SigningKey.from_seed_text(args.seed),
-        sig_form=args.sig_form,
-        aid_code=args.aid_code,
-    )
+    minted = mint(args.kind, args.orig, args.dest, **_signing(args))
     print(render(minted, args.format))
     return 0
 
 
 def _mint_csv(args: argparse.Namespace) -> int:
-    rows = mint_rows(
-        args.kind,
-        args.count,
-        args.orig,
-        args.dest,
-        now=args.now,
-        key=SigningKey.from_seed_text(args.seed),
-        sig_form=args.sig_form,
-        aid_code=args.aid_code,
-    )
+    rows = mint_rows(args.kind, args.count, args.orig, args.dest, **_signing(args))
     try:
         with open(args.out, "w", encoding="ascii", newline="\n") as out:
             written = write_csv(out, rows)

@@ -3,11 +3,10 @@ stale-revocation INDETERMINATE, WARNING, and the facts it reports (no network)."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from claim_tree import claim
+from verifier_shapes import claim, verify_body
 
 from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
 from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_QVI_AID, DEMO_ROOT
@@ -28,19 +27,7 @@ TRUSTED = trusted_keys(["vvp-demo-issuer"])
 
 
 def body_for(m: MintedIdentity, now: float = NOW) -> dict[str, Any]:
-    when = datetime.fromtimestamp(now, UTC).isoformat()
-    return {
-        "passport_jwt": m.passport_jwt,
-        "context": {
-            "call_id": "c@h",
-            "received_at": when,
-            "sip": {
-                "from_uri": f"sip:{m.orig}@carrier.example",
-                "to_uri": f"sip:{m.dest}@carrier.example",
-                "invite_time": when,
-            },
-        },
-    }
+    return verify_body(m, now)
 
 
 def run(kind: str, options: Options | None = None) -> dict[str, Any]:

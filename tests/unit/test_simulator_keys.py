@@ -4,10 +4,10 @@ real verifier judges them (no network)."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from verifier_shapes import verify_body
 
 from vvp_simulator.keys import (
     AID_CODES,
@@ -29,19 +29,7 @@ NOW = 1_773_560_788
 
 
 def body_for(m: MintedIdentity, jwt: str | None = None) -> dict[str, Any]:
-    when = datetime.fromtimestamp(NOW, UTC).isoformat()
-    return {
-        "passport_jwt": m.passport_jwt if jwt is None else jwt,
-        "context": {
-            "call_id": "c@h",
-            "received_at": when,
-            "sip": {
-                "from_uri": f"sip:{m.orig}@carrier.example",
-                "to_uri": f"sip:{m.dest}@carrier.example",
-                "invite_time": when,
-            },
-        },
-    }
+    return verify_body(m, NOW, jwt)
 
 
 def judge(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from claim_tree import claim
+from verifier_shapes import claim
 
 from vvp_simulator.keys import (
     SigningKey,
