@@ -35,7 +35,7 @@ __all__ = [
     "precheck",
 ]
 
-# Bounds on caller-supplied sizes (design.md "Bounded everything"), in characters.
+# Bounds on caller-supplied sizes (docs/design.md "Bounded everything"), in characters.
 MAX_VVP_IDENTITY_LEN = 4096
 MAX_JWT_LEN = 16384
 # More header values than any honest INVITE carries; beyond it we refuse to decode.

@@ -1,6 +1,6 @@
 """Reading and validating policy files: YAML -> a compiled ``actions.Policy``.
 
-The format is the seed's ``policy.yaml`` (shared/seeds/000_*), unchanged::
+The minimal format (four outcome sections, redirect or reject), read unchanged::
 
     policies:
       on_valid:                      # one section per outcome
@@ -424,7 +424,7 @@ class _Loader:
 
         code_node = fields.get("reason_code", (None, None))[1]
         code = self.code(code_node) if code_node is not None else None
-        # The seed's on_indeterminate carries "reason_code: 503  # Used if action=reject"
+        # A minimal-format on_indeterminate may carry "reason_code: 503  # Used if action=reject"
         # and a reason_phrase next to "action: redirect": a code, and the phrase that goes
         # with it, only apply to the action they fit.
         code_fits = True

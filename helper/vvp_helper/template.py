@@ -1,6 +1,6 @@
 """Operator templates rendered into SIP header values and URIs.
 
-Safety-critical (design.md "Safety rules"): templates render caller-controlled data (From/To,
+Safety-critical (docs/design.md "Safety rules"): templates render caller-controlled data (From/To,
 brand names, verifier error messages) into SIP headers, so
 
 * ``str.format`` is never used: it would let a template reach Python attributes

@@ -1,4 +1,4 @@
-"""HTTP client of the VVP Verifier (``POST /verify``), per shared/docs/verifier-api.md.
+"""HTTP client of the VVP Verifier (``POST /verify``); docs/design.md "The verifier's contract".
 
 One ``aiohttp.ClientSession`` per process, its pool of keep-alive connections sized to
 the verifier concurrency (the verifier's cached answers take 2-5 ms, a new TCP+TLS

@@ -1,6 +1,6 @@
 """Load behaviour of the VVP verifier SIMULATOR: a verifier with a capacity.
 
-The real verifier is not instant (shared/docs: about 25 verifications/s on a 2-core box,
+The real verifier is not instant (about 25 verifications/s on a 2-core box,
 10-100 ms a call, 1.4-3 s for the first call on a new dossier). Left alone the simulator
 answers in a fraction of a millisecond at any rate, which hides every saturation
 behaviour of the edge. ``Load.gate`` runs before each ``/verify`` answer and adds:
