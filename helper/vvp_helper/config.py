@@ -26,7 +26,7 @@ class Settings:
     policy_path: Path = DEFAULT_POLICY
     #: Base URL of the VVP Verifier; ``/verify`` is appended.
     verifier_url: str | None = None
-    #: Seconds the verifier gets per request (design: < helper deadline < Kamailio's wait).
+    #: Seconds the verifier gets per request (docs/design.md: < helper deadline < Kamailio's wait).
     #: Longer than the verifier's own dossier-fetch timeout (5 s), so its answer for an
     #: unreachable dossier (DOSSIER_FETCH_FAILED) arrives before the helper gives up.
     verifier_timeout: float = 6.0
@@ -83,7 +83,7 @@ class Settings:
     verifier_ca_file: Path | None = None
     verifier_client_cert: Path | None = None
     verifier_client_key: Path | None = None
-    #: Helper processes sharing the port (``serve --processes``); one per spare core.
+    #: Helper processes sharing the port (``serve --workers``); docs/adr/0010.
     processes: int = 1
 
     def __post_init__(self) -> None:
