@@ -36,7 +36,7 @@ from .decision import BadCallRequest, CallRequest, Decider, Decision
 from .fallback import FallbackPusher
 from .metrics import Metrics, bounded_code
 from .reload import PolicyStore
-from .replay import MemoryReplayStore, RedisReplayStore, ReplayGuard, ReplayStore
+from .sip.replay import MemoryReplayStore, RedisReplayStore, ReplayGuard, ReplayStore
 from .verifier import VerifierClient
 
 log = logging.getLogger("vvp_helper")

@@ -23,14 +23,15 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from . import identity, sipfields
 from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
 from .breaker import GuardedVerifier, failure_cause
 from .errors import VerifierError, VerifierHTTPError
 from .facts import failed_claims, verified_number, why_not_valid
-from .identity import PrecheckSettings
 from .metrics import Metrics
-from .replay import ReplayGuard
+from .sip import fields as sipfields
+from .sip import identity
+from .sip.identity import PrecheckSettings
+from .sip.replay import ReplayGuard
 from .verifier import Verdict, VerifierClient, VerifyRequest
 
 #: Longest value accepted for any single SIP field in a decision request (bytes of text).

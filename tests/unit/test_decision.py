@@ -26,9 +26,9 @@ from vvp_helper.decision import (
     template_context,
     uri_user,
 )
-from vvp_helper.identity import PrecheckSettings
 from vvp_helper.metrics import Metrics
 from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
+from vvp_helper.sip.identity import PrecheckSettings
 from vvp_helper.verifier import Verdict, VerifierClient
 from vvp_simulator.passport import mint
 
