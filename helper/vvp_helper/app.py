@@ -30,14 +30,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from . import jsonfast
-from .breaker import GuardedVerifier
 from .config import Settings
 from .decision import BadCallRequest, CallRequest, Decider, Decision
 from .fallback import FallbackPusher
 from .metrics import Metrics, bounded_code
 from .reload import PolicyStore
 from .sip.replay import MemoryReplayStore, RedisReplayStore, ReplayGuard, ReplayStore
-from .verifier import VerifierClient
+from .verifier.client import VerifierClient
+from .verifier.guard import GuardedVerifier
 
 log = logging.getLogger("vvp_helper")
 

@@ -51,7 +51,7 @@ import yaml
 from .actions import OUTCOMES, Instruction, Policy
 from .decision import CallRequest, Decision, conclude
 from .policy import load_policy
-from .verifier import Verdict
+from .verifier.client import Verdict
 
 CALL_KEYS = frozenset(
     {

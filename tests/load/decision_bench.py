@@ -24,7 +24,7 @@ from vvp_helper.metrics import Metrics
 from vvp_helper.reload import PolicyStore
 from vvp_helper.sip import identity
 from vvp_helper.sip.identity import PrecheckSettings
-from vvp_helper.verifier import Verdict
+from vvp_helper.verifier.client import Verdict
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.passport import mint
 from vvp_simulator.verdict import Options, verify
