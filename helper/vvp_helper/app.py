@@ -32,9 +32,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from . import jsonfast
 from .config import Settings
 from .decision import BadCallRequest, CallRequest, Decider, Decision
-from .fallback import FallbackPusher
 from .metrics import Metrics, bounded_code
-from .reload import PolicyStore
+from .policy.kamailio_push import FallbackPusher
+from .policy.store import PolicyStore
 from .sip.replay import MemoryReplayStore, RedisReplayStore, ReplayGuard, ReplayStore
 from .verifier.client import VerifierClient
 from .verifier.guard import GuardedVerifier

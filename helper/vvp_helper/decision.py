@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
 from .errors import VerifierError, VerifierHTTPError
 from .metrics import Metrics
+from .policy.model import VERSTAT, CallFacts, Instruction, Policy, digits
 from .sip import fields as sipfields
 from .sip import identity
 from .sip.identity import PrecheckSettings
@@ -501,7 +501,7 @@ def template_context(
     signed_orig: str | None = None,
     wanted: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data.
+    """The documented template variables (policy.model.TEMPLATE_VARIABLES), as plain data.
 
     ``wanted``: the variables the action will render, when known; ``failed_claims`` (a
     walk of the whole claim tree) is only built when it is among them.

@@ -21,7 +21,7 @@ from vvp_helper import jsonfast
 from vvp_helper.app import instruction_json
 from vvp_helper.decision import CallRequest, _verify_request, conclude
 from vvp_helper.metrics import Metrics
-from vvp_helper.reload import PolicyStore
+from vvp_helper.policy.store import PolicyStore
 from vvp_helper.sip import identity
 from vvp_helper.sip.identity import PrecheckSettings
 from vvp_helper.verifier.client import Verdict

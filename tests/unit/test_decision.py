@@ -26,7 +26,7 @@ from vvp_helper.decision import (
     uri_user,
 )
 from vvp_helper.metrics import Metrics
-from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
+from vvp_helper.policy.load import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
 from vvp_helper.sip.identity import PrecheckSettings
 from vvp_helper.verifier.client import Verdict, VerifierClient
 from vvp_helper.verifier.guard import GuardedVerifier

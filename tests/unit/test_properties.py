@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vvp_helper.errors import IdentityDecodeError, PolicyError
-from vvp_helper.policy import parse_policy
+from vvp_helper.policy.load import parse_policy
 from vvp_helper.sip import fields as sipfields
 
 DEFAULT_POLICY = (Path(__file__).resolve().parents[2] / "policy" / "default.yaml").read_text()
