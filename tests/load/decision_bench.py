@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vvp_helper import jsonfast
-from vvp_helper.app import instruction_json
 from vvp_helper.decision import CallRequest, _verify_request, conclude
+from vvp_helper.handlers import instruction_json
 from vvp_helper.metrics import Metrics
 from vvp_helper.policy.store import PolicyStore
 from vvp_helper.sip import identity
