@@ -21,12 +21,12 @@ from pathlib import Path
 from aiohttp import web
 
 from . import logs
-from .actions import OUTCOMES
 from .app import create_app, serve
 from .config import Settings
 from .errors import ConfigError, PolicyError
-from .policy import load_policy, read_policy
-from .policytest import CaseError, describe, format_answer, run_test_file
+from .policy.cases import CaseError, describe, format_answer, run_test_file
+from .policy.load import load_policy, read_policy
+from .policy.model import OUTCOMES
 
 PROG = "vvp-helper"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .identity import PrecheckSettings
+from .sip.identity import PrecheckSettings
 
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policy" / "default.yaml"
 

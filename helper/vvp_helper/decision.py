@@ -23,15 +23,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from . import identity, sipfields
-from .actions import VERSTAT, CallFacts, Instruction, Policy, digits
-from .breaker import GuardedVerifier, failure_cause
 from .errors import VerifierError, VerifierHTTPError
-from .facts import failed_claims, verified_number, why_not_valid
-from .identity import PrecheckSettings
 from .metrics import Metrics
-from .replay import ReplayGuard
-from .verifier import Verdict, VerifierClient, VerifyRequest
+from .policy.model import VERSTAT, CallFacts, Instruction, Policy, digits
+from .sip import fields as sipfields
+from .sip import identity
+from .sip.identity import PrecheckSettings
+from .sip.replay import ReplayGuard
+from .verifier.client import Verdict, VerifierClient, VerifyRequest
+from .verifier.facts import failed_claims, verified_number, why_not_valid
+from .verifier.guard import GuardedVerifier, failure_cause
 
 #: Longest value accepted for any single SIP field in a decision request (bytes of text).
 MAX_FIELD_LEN = 8192
@@ -330,7 +331,7 @@ class Decider:
             self._observe_verifier(elapsed, exc)
             errors = ({"code": exc.code, "message": str(exc)},)
             # ``invalid`` when the guard found the request at fault (a healthy verifier
-            # failing on this one request), else ``error``; see breaker.GuardedVerifier.
+            # failing on this one request), else ``error``; see verifier.guard.GuardedVerifier.
             # The log's error_kind names the upstream status (http_500, http_503, ...).
             kind = failure_cause(exc)
             return conclude(call, policy, exc.outcome, errors, error_kind=kind, verifier_ms=elapsed)
@@ -500,7 +501,7 @@ def template_context(
     signed_orig: str | None = None,
     wanted: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """The documented template variables (policy.TEMPLATE_VARIABLES), as plain data.
+    """The documented template variables (policy.model.TEMPLATE_VARIABLES), as plain data.
 
     ``wanted``: the variables the action will render, when known; ``failed_claims`` (a
     walk of the whole claim tree) is only built when it is among them.

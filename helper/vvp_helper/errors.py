@@ -12,7 +12,9 @@
         ├── VerifierBreakerOpen      not asked: it failed repeatedly, the breaker is open
         ├── VerifierOverloaded       not asked: the adaptive limit is full (shed)
         └── VerifierRefusedRequest   the verifier failed on THIS request while healthy
-                                     (outcome ``invalid``: the caller's doing, see breaker)
+                                     (outcome ``invalid``: the caller's doing, see
+                                     verifier/guard.py)
+    IdentityDecodeError (a ValueError) VVP material in the INVITE that cannot be decoded
 
 Each ``VerifierError`` carries the ``EXT_`` error code the policy and logs see, so a
 template such as ``{errors[0].code}`` tells downstream *why* there was no verdict.
@@ -120,3 +122,18 @@ class VerifierRefusedRequest(VerifierError):
     code = "PASSPORT_PARSE_FAILED"
     kind = "refused_request"
     outcome = "invalid"
+
+
+class IdentityDecodeError(ValueError):
+    """VVP material that cannot be decoded; ``code`` is the verifier error code it maps to.
+
+    Not a ``HelperError``: the caller wrote it, and the decision turns it into an outcome
+    (``invalid``), never into the helper's own failure. It lives here, not in
+    ``sip/identity.py``, because ``sip/fields.py`` raises it too and ``identity`` imports
+    ``fields``: one home below both keeps the imports one-way.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 from harness import Helper, Kamailio, Simulator, free_port, running_edge
 
-from vvp_helper.fallback import htable_entries
-from vvp_helper.policy import load_policy
-from vvp_helper.template import sanitize_header_value
+from vvp_helper.policy.kamailio_push import htable_entries
+from vvp_helper.policy.load import load_policy
+from vvp_helper.policy.template import sanitize_header_value
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e

@@ -23,7 +23,7 @@ def kamcli(ini: Path, *args: str) -> str:
 def test_operator_can_inspect_the_pushed_fallback_and_transactions(tmp_path: Path) -> None:
     kamailio = Kamailio.create(tmp_path, "http://127.0.0.1:9/v1/decide")
     try:
-        # What the helper pushes when a policy loads (see helper/vvp_helper/fallback.py).
+        # What the helper pushes when a policy loads (see vvp_helper/policy/kamailio_push.py).
         kamailio.rpc("htable.sets", "vvp", "fb_code", "503")
         kamailio.rpc("htable.sets", "vvp", "fb_reason", "Verification Unavailable")
         # The shipped kamcli.ini, pointed at this test's socket instead of /run/kamailio.

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator
 import pytest
 from test_verifier_client import set_faults, valid_request
 
-from vvp_helper.breaker import GuardedVerifier
 from vvp_helper.errors import VerifierHTTPError, VerifierRefusedRequest
 from vvp_helper.metrics import Metrics
-from vvp_helper.verifier import VerifierClient, VerifyRequest
+from vvp_helper.verifier.client import VerifierClient, VerifyRequest
+from vvp_helper.verifier.guard import GuardedVerifier
 
 CRASH = "crash-"
 

@@ -17,7 +17,7 @@ import pytest
 from conftest import ServeHelper
 
 from vvp_helper.config import Settings
-from vvp_helper.replay import RedisReplayStore
+from vvp_helper.sip.replay import RedisReplayStore
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")

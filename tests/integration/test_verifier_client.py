@@ -24,7 +24,7 @@ from vvp_helper.errors import (
     VerifierTimeout,
     VerifierUnreachable,
 )
-from vvp_helper.verifier import VerifierClient, VerifyRequest
+from vvp_helper.verifier.client import VerifierClient, VerifyRequest
 from vvp_simulator.passport import MintedIdentity, mint
 
 ORIG = "+441923311001"

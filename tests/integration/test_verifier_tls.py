@@ -18,7 +18,7 @@ from harness import LocalPKI, free_port
 
 from vvp_helper.config import Settings
 from vvp_helper.errors import VerifierTLSError, VerifierUnreachable
-from vvp_helper.verifier import VerifierClient, VerifyRequest, proxy_from_env
+from vvp_helper.verifier.client import VerifierClient, VerifyRequest, proxy_from_env
 from vvp_simulator.faults import Faults
 from vvp_simulator.passport import mint
 from vvp_simulator.server import SimulatorSettings, start
@@ -89,7 +89,7 @@ async def test_an_untrusted_certificate_is_a_tls_error_that_says_why(
 ) -> None:
     client = VerifierClient(verify_url, timeout=5)  # the system's CAs only
     try:
-        with caplog.at_level(logging.ERROR, "vvp_helper.verifier"):
+        with caplog.at_level(logging.ERROR, "vvp_helper.verifier.client"):
             with pytest.raises(VerifierTLSError) as caught:
                 await client.verify(valid_request())
             with pytest.raises(VerifierTLSError):  # said once, not once per call

@@ -17,13 +17,14 @@ import timeit
 from collections.abc import Callable
 from pathlib import Path
 
-from vvp_helper import identity, jsonfast
-from vvp_helper.app import instruction_json
+from vvp_helper import jsonfast
 from vvp_helper.decision import CallRequest, _verify_request, conclude
-from vvp_helper.identity import PrecheckSettings
+from vvp_helper.handlers import instruction_json
 from vvp_helper.metrics import Metrics
-from vvp_helper.reload import PolicyStore
-from vvp_helper.verifier import Verdict
+from vvp_helper.policy.store import PolicyStore
+from vvp_helper.sip import identity
+from vvp_helper.sip.identity import PrecheckSettings
+from vvp_helper.verifier.client import Verdict
 from vvp_simulator.keys import DEMO_ISSUER_SEED, trusted_keys
 from vvp_simulator.passport import mint
 from vvp_simulator.verdict import Options, verify

@@ -12,7 +12,7 @@ load from one fixed client process, the server's CPU read from /proc):
 Clients (each sends the helper's verifier request at the rate to one fixed aiohttp
 server, one process; its own CPU from time.process_time):
   aiohttp  aiohttp.ClientSession, plainly configured (pool, DNS cache, no cookies)
-  helper   vvp_helper.verifier.VerifierClient.verify (the above plus its checks, the
+  helper   vvp_helper.verifier.client.VerifierClient.verify (the above plus its checks, the
            JSON encoding of the request and the decoding of the verdict)
   httpx    httpx.AsyncClient (HTTP/1.1, keep-alive pool)
   lean     the home-made httptools client this project used before (from git, f43f1de)
@@ -215,7 +215,7 @@ async def client_aiohttp(url: str, rate: float, seconds: float) -> tuple[int, fl
 
 
 async def client_helper(url: str, rate: float, seconds: float) -> tuple[int, float]:
-    from vvp_helper.verifier import VerifierClient, VerifyRequest
+    from vvp_helper.verifier.client import VerifierClient, VerifyRequest
 
     client = VerifierClient(url, timeout=5, max_connections=512)
     body = json.loads(REQUEST)

@@ -1,11 +1,11 @@
-"""Unit tests for vvp_helper.breaker.CircuitBreaker with a fake clock."""
+"""Unit tests for vvp_helper.verifier.guard.CircuitBreaker with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from vvp_helper.breaker import BreakerSettings, CircuitBreaker, State, failure_cause
 from vvp_helper.errors import VerifierHTTPError, VerifierTimeout, VerifierUnreachable
+from vvp_helper.verifier.guard import BreakerSettings, CircuitBreaker, State, failure_cause
 
 
 class Clock:

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vvp_helper.breaker import GuardedVerifier
 from vvp_helper.decision import (
     CALLER_FIELDS,
     MAX_FIELD_LEN,
@@ -26,10 +25,11 @@ from vvp_helper.decision import (
     template_context,
     uri_user,
 )
-from vvp_helper.identity import PrecheckSettings
 from vvp_helper.metrics import Metrics
-from vvp_helper.policy import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
-from vvp_helper.verifier import Verdict, VerifierClient
+from vvp_helper.policy.load import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
+from vvp_helper.sip.identity import PrecheckSettings
+from vvp_helper.verifier.client import Verdict, VerifierClient
+from vvp_helper.verifier.guard import GuardedVerifier
 from vvp_simulator.passport import mint
 
 ORIG = "+441923311001"

@@ -513,7 +513,7 @@ def healthcheck_problem(where: str, test: list[str], program: str) -> str | None
     if url:
         port, path = url.group(1), url.group(2)
         if program == "helper":
-            ok = route_exists(REPO / "helper" / "vvp_helper" / "app.py", path)
+            ok = route_exists(REPO / "helper" / "vvp_helper" / "handlers.py", path)
             ok = ok and (port is None or int(port) == HELPER_PORT)
         elif program == "simulator":
             ok = route_exists(REPO / "helper" / "vvp_simulator" / "server.py", path)

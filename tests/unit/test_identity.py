@@ -1,4 +1,4 @@
-"""Unit tests for vvp_helper.identity: decoding, extraction from SIP headers, pre-check."""
+"""Unit tests for vvp_helper.sip.identity: decoding, extraction from SIP headers, pre-check."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvp_helper.identity import (
+from vvp_helper.errors import IdentityDecodeError
+from vvp_helper.sip.identity import (
     Found,
-    IdentityDecodeError,
     Missing,
     PrecheckSettings,
     Undecodable,

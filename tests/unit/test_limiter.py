@@ -1,5 +1,5 @@
-"""Unit tests for vvp_helper.limiter: the Gradient2 arithmetic with a fake clock, and the
-asyncio gate on it."""
+"""Unit tests for vvp_helper.verifier.limiter: the Gradient2 arithmetic with a fake clock,
+and the asyncio gate on it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from vvp_helper.limiter import ConcurrencyLimiter, Gradient2, LimitReached
+from vvp_helper.verifier.limiter import ConcurrencyLimiter, Gradient2, LimitReached
 
 
 class Clock:

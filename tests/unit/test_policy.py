@@ -1,4 +1,4 @@
-"""Unit tests for vvp_helper.policy: loading, validating and rendering policy files."""
+"""Unit tests for vvp_helper.policy.load: loading, validating and rendering policy files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vvp_helper.errors import PolicyError, PolicyProblem
-from vvp_helper.policy import (
+from vvp_helper.policy.load import (
     TEMPLATE_VARIABLES,
     Instruction,
     Policy,

@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 import yaml
 
-from vvp_helper import policy as loader
-from vvp_helper.actions import OUTCOMES
 from vvp_helper.errors import PolicyError
-from vvp_helper.fallback import htable_entries
-from vvp_helper.policytest import run_test_file
+from vvp_helper.policy import load as loader
+from vvp_helper.policy.cases import run_test_file
+from vvp_helper.policy.kamailio_push import htable_entries
+from vvp_helper.policy.model import OUTCOMES
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 TESTS_DIR = POLICY_DIR / "tests"

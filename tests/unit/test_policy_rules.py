@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from vvp_helper.errors import PolicyError
-from vvp_helper.policy import load_policy, read_policy
-from vvp_helper.policytest import describe
+from vvp_helper.policy.cases import describe
+from vvp_helper.policy.load import load_policy, read_policy
 
 FIXTURES = Path(__file__).parent / "fixtures" / "scoped"
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vvp_helper import sipfields
-from vvp_helper.errors import PolicyError
-from vvp_helper.identity import IdentityDecodeError
-from vvp_helper.policy import parse_policy
+from vvp_helper.errors import IdentityDecodeError, PolicyError
+from vvp_helper.policy.load import parse_policy
+from vvp_helper.sip import fields as sipfields
 
 DEFAULT_POLICY = (Path(__file__).resolve().parents[2] / "policy" / "default.yaml").read_text()
 

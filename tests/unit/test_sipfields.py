@@ -1,4 +1,4 @@
-"""Unit tests for vvp_helper.sipfields: From/To numbers and RFC 8224 Identity headers."""
+"""Unit tests for vvp_helper.sip.fields: From/To numbers and RFC 8224 Identity headers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvp_helper.identity import IdentityDecodeError
-from vvp_helper.sipfields import (
+from vvp_helper.errors import IdentityDecodeError
+from vvp_helper.sip.fields import (
     IdentityHeader,
     _split_outside,
     parse_identity_header,

@@ -1,4 +1,4 @@
-"""Unit tests for vvp_helper.template: safe operator templates for SIP header values."""
+"""Unit tests for vvp_helper.policy.template: safe operator templates for SIP header values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvp_helper.template import (
+from vvp_helper.policy.template import (
     TemplateError,
     compile_template,
     is_header_name,

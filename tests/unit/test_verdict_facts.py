@@ -14,10 +14,10 @@ import pytest
 
 from vvp_helper.decision import CallRequest, Decision, conclude, template_context
 from vvp_helper.errors import PolicyError
-from vvp_helper.facts import failed_claims, verified_number, why_not_valid
-from vvp_helper.policy import load_policy, parse_policy
-from vvp_helper.template import compile_template
-from vvp_helper.verifier import Verdict
+from vvp_helper.policy.load import load_policy, parse_policy
+from vvp_helper.policy.template import compile_template
+from vvp_helper.verifier.client import Verdict
+from vvp_helper.verifier.facts import failed_claims, verified_number, why_not_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDED = ROOT / "tests" / "fixtures" / "real_verifier"

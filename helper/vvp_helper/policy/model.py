@@ -1,6 +1,6 @@
 """A compiled policy: what the edge answers for a call, decided in memory.
 
-``policy.py`` reads and validates the YAML file; this module is what it builds: scoped
+``load.py`` reads and validates the YAML file; this module is what it builds: scoped
 ``rules`` tried first (first match wins), then one ``Action`` per outcome. Everything is
 compiled once per load, so a call only matches and renders.
 """
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .template import Template
+from vvp_helper.policy.template import Template
 
 OUTCOMES = ("valid", "warning", "invalid", "indeterminate", "error", "missing")
 

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Protocol
 
-log = logging.getLogger("vvp_helper.replay")
+log = logging.getLogger("vvp_helper.sip.replay")
 
 #: Most PASSporTs remembered in process; past it the oldest are forgotten first.
 DEFAULT_CAPACITY = 200_000

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .actions import Policy
-from .errors import PolicyError, PolicyProblem
-from .metrics import Metrics
-from .policy import read_policy
+from vvp_helper.errors import PolicyError, PolicyProblem
+from vvp_helper.metrics import Metrics
+from vvp_helper.policy.load import read_policy
+from vvp_helper.policy.model import Policy
 
-log = logging.getLogger("vvp_helper.reload")
+log = logging.getLogger("vvp_helper.policy.store")
 
 #: Seconds between looks at the policy file (an mtime/size/inode check: cheap).
 DEFAULT_WATCH_INTERVAL = 1.0

@@ -1,4 +1,4 @@
-"""Reading and validating policy files: YAML -> a compiled ``actions.Policy``.
+"""Reading and validating policy files: YAML -> a compiled ``model.Policy``.
 
 The minimal format (four outcome sections, redirect or reject), read unchanged::
 
@@ -34,7 +34,8 @@ from pathlib import Path
 
 import yaml
 
-from .actions import (
+from vvp_helper.errors import PolicyError, PolicyProblem
+from vvp_helper.policy.model import (
     OUTCOMES,
     TEMPLATE_VARIABLES,
     Action,
@@ -45,8 +46,7 @@ from .actions import (
     Rule,
     digits,
 )
-from .errors import PolicyError, PolicyProblem
-from .template import Template, TemplateError, compile_template, is_header_name
+from vvp_helper.policy.template import Template, TemplateError, compile_template, is_header_name
 
 __all__ = [
     "OUTCOMES",

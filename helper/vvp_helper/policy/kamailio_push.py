@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from .actions import VERSTAT, Instruction, Policy
-from .metrics import Metrics
+from vvp_helper.metrics import Metrics
+from vvp_helper.policy.model import VERSTAT, Instruction, Policy
 
-log = logging.getLogger("vvp_helper.fallback")
+log = logging.getLogger("vvp_helper.policy.kamailio_push")
 
 HTABLE = "vvp"
 #: Seconds between re-pushes (a Kamailio restart loses its htable).

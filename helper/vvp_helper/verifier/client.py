@@ -28,8 +28,8 @@ from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
 
-from . import jsonfast
-from .errors import (
+from vvp_helper import jsonfast
+from vvp_helper.errors import (
     VerifierBadAnswer,
     VerifierError,
     VerifierHTTPError,
@@ -39,7 +39,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from vvp_helper.config import Settings
 
 STATUSES = frozenset({"VALID", "INVALID", "INDETERMINATE", "WARNING"})
 
@@ -256,7 +256,7 @@ IDLE_KEEP_S = 4.0
 #: A TLS failure is logged at most once in this many seconds, seconds.
 TLS_LOG_INTERVAL_S = 10.0
 
-log = logging.getLogger("vvp_helper.verifier")
+log = logging.getLogger("vvp_helper.verifier.client")
 
 
 class VerifierClient:

@@ -17,12 +17,13 @@ from types import MappingProxyType
 from typing import TypeAlias
 from urllib.parse import urlsplit
 
-from vvp_helper import jsonfast, sipfields
+from vvp_helper import jsonfast
+from vvp_helper.errors import IdentityDecodeError
+from vvp_helper.sip import fields
 
 __all__ = [
     "Extraction",
     "Found",
-    "IdentityDecodeError",
     "Missing",
     "Passport",
     "PrecheckFailure",
@@ -58,15 +59,6 @@ _JWS_SIG_LEN = 86
 _B64URL_CHARS = re.compile(r"[A-Za-z0-9_\-]+")
 # attest.creds[0] names the dossier as "evd:<url>" when the payload has no evd.
 _EVD_PREFIX = "evd:"
-
-
-class IdentityDecodeError(ValueError):
-    """VVP material that cannot be decoded; ``code`` is the verifier error code it maps to."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
 
 
 # Builds the error a decoder raises, so one decoder serves several error codes.
@@ -274,9 +266,9 @@ def extract(
     p_vvp_passport: Sequence[str],
 ) -> Extraction:
     """Find the INVITE's VVP identity in its raw header fields. Never raises."""
-    identities = sipfields.split_header_values(identity)
-    vvp_identities = sipfields.split_header_values(p_vvp_identity)
-    passport_values = sipfields.split_header_values(p_vvp_passport)
+    identities = fields.split_header_values(identity)
+    vvp_identities = fields.split_header_values(p_vvp_identity)
+    passport_values = fields.split_header_values(p_vvp_passport)
     if len(identities) + len(vvp_identities) + len(passport_values) > MAX_HEADER_VALUES:
         return Undecodable("PASSPORT_PARSE_FAILED", "too many identity header values")
 
@@ -298,7 +290,7 @@ def extract(
     unreadable = False
     for value in identities:
         try:
-            header = sipfields.parse_identity_header(value)
+            header = fields.parse_identity_header(value)
         except IdentityDecodeError:
             unreadable = True
             continue
@@ -348,7 +340,7 @@ def extract(
     return Found(passport=passport, vvp_identity=vvp_identity, source=source)
 
 
-def _identity_kind(header: sipfields.IdentityHeader) -> str:
+def _identity_kind(header: fields.IdentityHeader) -> str:
     """'vvp', 'shaken', 'other' or 'unreadable' for one Identity header value."""
     ppt = header.ppt
     alg = header.alg
@@ -468,13 +460,13 @@ def precheck(
             )
 
     if settings.check_numbers:
-        caller = sipfields.telephone_number(from_uri)
-        if caller is None or not sipfields.same_number(caller, passport.orig):
+        caller = fields.telephone_number(from_uri)
+        if caller is None or not fields.same_number(caller, passport.orig):
             failures.append(
                 PrecheckFailure("CONTEXT_MISMATCH", "From number does not match PASSporT orig")
             )
-        callee = sipfields.telephone_number(to_uri)
-        if callee is None or not any(sipfields.same_number(callee, d) for d in passport.dest):
+        callee = fields.telephone_number(to_uri)
+        if callee is None or not any(fields.same_number(callee, d) for d in passport.dest):
             failures.append(
                 PrecheckFailure("CONTEXT_MISMATCH", "To number is not in PASSporT dest")
             )

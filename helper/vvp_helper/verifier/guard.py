@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from .errors import (
+from vvp_helper.errors import (
     VerifierBreakerOpen,
     VerifierError,
     VerifierHTTPError,
@@ -46,14 +46,14 @@ from .errors import (
     VerifierRefusedRequest,
     VerifierTimeout,
 )
-from .limiter import ConcurrencyLimiter, Gradient2, LimitReached
-from .metrics import Metrics
-from .verifier import Verdict, VerifierClient, VerifyRequest
+from vvp_helper.metrics import Metrics
+from vvp_helper.verifier.client import Verdict, VerifierClient, VerifyRequest
+from vvp_helper.verifier.limiter import ConcurrencyLimiter, Gradient2, LimitReached
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from vvp_helper.config import Settings
 
-log = logging.getLogger("vvp_helper.breaker")
+log = logging.getLogger("vvp_helper.verifier.guard")
 
 
 class State(IntEnum):

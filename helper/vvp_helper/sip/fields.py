@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import NoReturn
 from urllib.parse import unquote
 
+from vvp_helper.errors import IdentityDecodeError
+
 __all__ = [
     "IdentityHeader",
     "parse_identity_header",
@@ -226,8 +228,4 @@ def _unwrap(value: str) -> str:
 
 
 def _fail(message: str) -> NoReturn:
-    # Imported here, not at module level: identity.py imports this module, and the error
-    # class lives there so the lead can re-export it from one place.
-    from vvp_helper.identity import IdentityDecodeError
-
     raise IdentityDecodeError("PASSPORT_PARSE_FAILED", message)

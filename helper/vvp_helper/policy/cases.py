@@ -48,10 +48,10 @@ from typing import Any
 
 import yaml
 
-from .actions import OUTCOMES, Instruction, Policy
-from .decision import CallRequest, Decision, conclude
-from .policy import load_policy
-from .verifier import Verdict
+from vvp_helper.decision import CallRequest, Decision, conclude
+from vvp_helper.policy.load import load_policy
+from vvp_helper.policy.model import OUTCOMES, Instruction, Policy
+from vvp_helper.verifier.client import Verdict
 
 CALL_KEYS = frozenset(
     {

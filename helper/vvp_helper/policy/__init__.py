@@ -1,0 +1,1 @@
+"""The routing policy: its model, YAML loading, templates, hot reload, cases, Kamailio push."""

@@ -1,0 +1,1 @@
+"""Asking the VVP Verifier: the HTTP client, its guard (breaker, adaptive limit), verdict facts."""
