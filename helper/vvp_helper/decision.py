@@ -14,6 +14,7 @@ any number of Kamailio nodes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import re
@@ -25,7 +26,7 @@ from typing import Any, Literal, get_args
 
 from .errors import VerifierError, VerifierHTTPError
 from .metrics import Metrics
-from .policy.model import VERSTAT, CallFacts, Instruction, Policy, digits
+from .policy.model import VERSTAT, CallFacts, Instruction, IPAddress, Policy, digits
 from .sip import fields as sipfields
 from .sip import identity
 from .sip.identity import PrecheckSettings
@@ -421,23 +422,22 @@ def call_facts(
     policy: Policy,
 ) -> CallFacts:
     """What the policy's rules match on."""
-    try:
-        source = ipaddress.ip_address(call.source_ip) if call.source_ip else None
-    except ValueError:
-        source = None
-    facts = CallFacts(
-        outcome=outcome,
-        source_ip=source,
-        trunk=policy.trunk_of(source),
-        calling=digits(sipfields.telephone_number(call.from_uri) or ""),
-        called=digits(sipfields.telephone_number(call.to_uri) or ""),
-        error_codes=frozenset(e["code"] for e in errors),
-    )
+    source = _source_address(call.source_ip)
+    trunk = policy.trunk_of(source)
+    calling = digits(sipfields.telephone_number(call.from_uri) or "")
+    called = digits(sipfields.telephone_number(call.to_uri) or "")
+    error_codes = frozenset(e["code"] for e in errors)
     if verdict is None:
-        return facts
+        return CallFacts(outcome, source, trunk, calling, called, error_codes)
     signer = verdict.signer_identity
-    return replace(
-        facts,
+    # One construction, not a copy with dataclasses.replace(): ~5 us a call.
+    return CallFacts(
+        outcome,
+        source,
+        trunk,
+        calling,
+        called,
+        error_codes,
         # Walking the claim tree is the costliest fact, and only claim rules read it.
         claims=claim_statuses(verdict.claims) if policy.matches_claims else {},
         revocation_pending=verdict.revocation_pending,
@@ -449,6 +449,17 @@ def call_facts(
         ),
         delegation_depth=verdict.delegation_depth,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _source_address(text: str) -> IPAddress | None:
+    """The call's source address; cached, as calls come from a few peers (~3 us each)."""
+    if not text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 # A redirect target whose user part rendered empty ("sip:@unverified.example"): the

@@ -77,6 +77,9 @@ class Template:
     text: str
     parts: tuple[str | _Field, ...]
     variables: frozenset[str]
+    #: The rendered text of a template without placeholders (e.g. "VALID"): worked out
+    #: once, when the policy is loaded, instead of on every call.
+    static: str | None = None
 
     def render(self, context: Mapping[str, object], *, max_len: int = DEFAULT_MAX_LEN) -> str:
         """Render with ``context``; missing data renders empty. Never raises on any data."""
@@ -92,8 +95,10 @@ class Template:
         """Like ``render``, but None when the template has placeholders and every one of
         them rendered empty: "<{brand_logo_url}>;purpose=icon" without a logo is no
         header at all, rather than a broken one."""
+        if self.static is not None and max_len == DEFAULT_MAX_LEN:
+            return self.static
         out: list[str] = []
-        filled = keep_empty or not any(isinstance(p, _Field) for p in self.parts)
+        filled = keep_empty or not self.variables
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
@@ -139,7 +144,11 @@ def compile_template(text: str, variables: Collection[str]) -> Template:
             i += 1
     if literal:
         parts.append("".join(literal))
-    return Template(text=text, parts=tuple(parts), variables=frozenset(used))
+    template = Template(text=text, parts=tuple(parts), variables=frozenset(used))
+    if not used:
+        static = template.render_unless_empty({}, keep_empty=True)
+        return Template(template.text, template.parts, template.variables, static=static)
+    return template
 
 
 def sanitize_header_value(value: str, max_len: int = DEFAULT_MAX_LEN) -> str:
