@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from . import jsonfast
 from .breaker import GuardedVerifier
@@ -157,7 +157,7 @@ class Helper:
         return json_response(body, status=200 if ready else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        body = self.metrics.exposition()
         # CONTENT_TYPE_LATEST carries its own charset, which web.Response's content_type
         # argument refuses; set the header as it is.
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -178,9 +178,17 @@ class Helper:
 HELPER = web.AppKey("helper", Helper)
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
-    """The helper application. Raises PolicyError if the policy file does not load."""
-    helper = Helper(settings, Metrics(registry))
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    multiprocess_dir: str | None = None,
+) -> web.Application:
+    """The helper application. Raises PolicyError if the policy file does not load.
+
+    ``multiprocess_dir``: a worker of ``serve --workers N`` (see metrics.py).
+    """
+    helper = Helper(settings, Metrics(registry, multiprocess_dir=multiprocess_dir))
     # client_max_size: a larger decision request gets 413 before its body is read.
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[HELPER] = helper
