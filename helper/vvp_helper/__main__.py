@@ -12,13 +12,16 @@ import contextlib
 import gc
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client.multiprocess import mark_process_dead
 
 from . import logs
 from .app import create_app, serve
@@ -168,7 +171,19 @@ def _supervise(settings: Settings) -> int:
     It serves nothing itself: it restarts a worker that dies, passes SIGHUP (policy
     reload) to every worker, and on SIGTERM/SIGINT stops them all and waits for them.
     Each worker builds its own app after the fork (its own loop, sessions, metrics).
+    The workers' metrics go to one directory made here for this run (metrics.py), so
+    that any worker's /metrics shows them all; it is removed when the parent ends.
     """
+    # A new, private (0700) directory per run: no file of an earlier run can count.
+    # On a tmpfs /tmp (the container's, systemd's PrivateTmp) the files stay in memory.
+    metrics_dir = tempfile.mkdtemp(prefix="vvp-helper-metrics-")
+    try:
+        return _supervise_workers(settings, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise_workers(settings: Settings, metrics_dir: str) -> int:
     log = logging.getLogger("vvp_helper")
     workers: dict[int, float] = {}  # pid -> start time
     stopping = False
@@ -180,7 +195,7 @@ def _supervise(settings: Settings) -> int:
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = _run(create_app(settings), settings)
+                code = _run(create_app(settings, multiprocess_dir=metrics_dir), settings)
             except BaseException:
                 # os._exit skips the interpreter's own report: say why the worker ended.
                 log.exception("helper worker %d failed", os.getpid())
@@ -202,14 +217,23 @@ def _supervise(settings: Settings) -> int:
         signal.signal(sig, forward)
     for _ in range(settings.processes):
         start_worker()
-    log.info("helper supervising %d worker processes: %s", len(workers), sorted(workers))
+    log.info(
+        "helper supervising %d worker processes: %s; their metrics in %s",
+        len(workers),
+        sorted(workers),
+        metrics_dir,
+    )
     while workers:
         try:
             pid, status = os.wait()
         except ChildProcessError:
             break
         started = workers.pop(pid, None)
-        if started is None or stopping:
+        if started is None:
+            continue
+        # Its counters keep counting on /metrics; its gauges (the "live" modes) go.
+        mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
+        if stopping:
             continue
         log.warning(
             "helper worker %d ended (%s); starting another",

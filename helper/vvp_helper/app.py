@@ -30,9 +30,17 @@ LISTEN_BACKLOG = 4096
 HELPER = web.AppKey("helper", Helper)
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> web.Application:
-    """The helper application. Raises PolicyError if the policy file does not load."""
-    helper = Helper(settings, Metrics(registry))
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    *,
+    multiprocess_dir: str | None = None,
+) -> web.Application:
+    """The helper application. Raises PolicyError if the policy file does not load.
+
+    ``multiprocess_dir``: a worker of ``serve --workers N`` (see metrics.py).
+    """
+    helper = Helper(settings, Metrics(registry, multiprocess_dir=multiprocess_dir))
     # client_max_size: a larger decision request gets 413 before its body is read.
     app = web.Application(client_max_size=settings.max_request_bytes)
     app[HELPER] = helper

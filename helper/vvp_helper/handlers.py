@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import jsonfast
 from .config import Settings
@@ -146,7 +146,7 @@ class Helper:
         return json_response(body, status=200 if ready else 503)
 
     async def metrics_page(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        body = self.metrics.exposition()
         # CONTENT_TYPE_LATEST carries its own charset, which web.Response's content_type
         # argument refuses; set the header as it is.
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

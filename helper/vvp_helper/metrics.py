@@ -1,12 +1,31 @@
 """The helper's Prometheus metrics, on a registry passed in (one per app, so each test
 gets a fresh one). Labels are bounded: outcomes, actions, SIP codes, error codes from
-the verifier's fixed list, failure kinds - never Call-IDs, numbers or free text."""
+the verifier's fixed list, failure kinds - never Call-IDs, numbers or free text.
+
+With ``serve --workers N`` (N > 1) the workers keep their values in prometheus_client's
+multiprocess mode: each worker writes its own files in one directory the parent made,
+and whichever worker answers a scrape reads them all (``MultiProcessCollector``), so
+``/metrics`` shows the whole node. Counters and histograms are summed, those of a
+worker that died included; each gauge says in its ``multiprocess_mode`` how the
+workers' values combine, and its ``live`` modes drop a dead worker's value (the parent
+calls ``mark_process_dead``). With one process none of this is used.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import __version__
 
@@ -20,9 +39,33 @@ LATENCY_BUCKETS = (
 MAX_CODE_LEN = 48
 
 
+#: prometheus_client's variable: where multiprocess mode keeps the workers' files.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def use_multiprocess_dir(path: str) -> None:
+    """Put this process's metrics in ``path``, shared with the other workers.
+
+    ``Metrics(multiprocess_dir=...)`` calls it in a worker, after the fork, before its
+    metrics are made. The library picks its value class from ``PROMETHEUS_MULTIPROC_DIR``
+    once, when it is imported, which for a forked worker was in the parent, before
+    ``--workers`` was read, and it has no call to switch it later. So the variable is set
+    here and the library chooses again, with its own function, in this process only: the
+    parent and a single helper are left as they are.
+    """
+    os.environ[MULTIPROC_ENV] = path
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        #: This worker's values are shared with the other workers'.
+        self.multiprocess = multiprocess_dir is not None
+        if multiprocess_dir is not None:
+            use_multiprocess_dir(multiprocess_dir)
         r = self.registry
         self.decisions = Counter(
             "vvp_helper_decisions_total",
@@ -73,11 +116,14 @@ class Metrics:
             "vvp_helper_verifier_concurrency_limit",
             "Verifications allowed in flight now (adaptive, at most VVP_VERIFIER_CONCURRENCY).",
             registry=r,
+            # Each worker has its own limit on the one verifier: the node's is their sum.
+            multiprocess_mode="livesum",
         )
         self.verifier_limit_waiting = Gauge(
             "vvp_helper_verifier_concurrency_waiting",
             "Calls waiting for a verification slot (at most VVP_VERIFIER_MAX_WAIT each).",
             registry=r,
+            multiprocess_mode="livesum",  # calls waiting on the node
         )
         self.verifier_limit_rejections = Counter(
             "vvp_helper_verifier_overloaded_total",
@@ -89,6 +135,9 @@ class Metrics:
             "vvp_helper_verifier_breaker_state",
             "Verifier circuit breaker: 0 closed, 1 open, 2 half-open.",
             registry=r,
+            # Each worker has its own breaker: not 0 when any of them is not closed (an
+            # alert on > 0 fires); which one, and why, is in that worker's log.
+            multiprocess_mode="livemax",
         )
         self.replays = Counter(
             "vvp_helper_replays_total",
@@ -110,6 +159,7 @@ class Metrics:
             "vvp_helper_requests_in_flight",
             "Decision requests being worked on.",
             registry=r,
+            multiprocess_mode="livesum",  # on the node
         )
         self.bad_requests = Counter(
             "vvp_helper_bad_requests_total",
@@ -120,11 +170,16 @@ class Metrics:
             "vvp_helper_policy_last_reload_successful",
             "1 if the last policy (re)load succeeded, 0 if the file was rejected.",
             registry=r,
+            # Every worker loads the file itself: 0 as long as any of them rejected it.
+            multiprocess_mode="livemin",
         )
         self.reload_success_time = Gauge(
             "vvp_helper_policy_last_reload_success_timestamp_seconds",
             "Unix time of the last successful policy load.",
             registry=r,
+            # The oldest of the workers' loads: it moves on a reload only once every
+            # worker has loaded the new file, so it confirms the whole node took it.
+            multiprocess_mode="livemin",
         )
         self.reloads = Counter(
             "vvp_helper_policy_reloads_total",
@@ -137,20 +192,43 @@ class Metrics:
             "The active policy: always 1, labelled with its file and SHA-256.",
             ["source", "sha256"],
             registry=r,
+            # 1 for a policy that any worker runs (workers may differ for a moment
+            # around a reload); a policy none runs any more shows 0 (policy_loaded).
+            multiprocess_mode="livemax",
         )
         self.fallback_push_success = Gauge(
             "vvp_helper_kamailio_fallback_push_successful",
             "1 if the last push of the error policy into Kamailio succeeded.",
             registry=r,
+            multiprocess_mode="livemin",  # each worker pushes: 0 if any push failed
         )
         self.build = Info("vvp_helper_build", "Helper version.", registry=r)
         self.build.info({"version": __version__})
+        self._policy_labels: tuple[str, str] | None = None
+        self._page = self.registry
+        if multiprocess_dir is not None:
+            # The page reads every worker's files; only those, or this worker's own
+            # values would be counted twice. The build Info is not kept in files (the
+            # library's multiprocess mode has no Info) and is the same in every worker.
+            self._page = CollectorRegistry()
+            MultiProcessCollector(self._page, multiprocess_dir)  # type: ignore[no-untyped-call]
+            self._page.register(self.build)
+
+    def exposition(self) -> bytes:
+        """The /metrics page: this process's metrics, or with workers the whole node's."""
+        return generate_latest(self._page)
 
     def policy_loaded(self, source: str, sha256: str) -> None:
         self.reload_success.set(1)
         self.reload_success_time.set(time.time())
         self.reloads.labels("success").inc()
-        self.policy_info.clear()
+        previous, self._policy_labels = self._policy_labels, (source, sha256)
+        if not self.multiprocess:
+            self.policy_info.clear()
+        elif previous is not None and previous != self._policy_labels:
+            # clear() cannot reach the shared files (the library warns and keeps them):
+            # the policy left behind shows 0.
+            self.policy_info.labels(*previous).set(0)
         self.policy_info.labels(source, sha256).set(1)
 
     def policy_rejected(self) -> None:

@@ -4,12 +4,14 @@ that restarts a worker that dies. Stopped or killed under traffic, no call is lo
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from harness import (
     Helper,
@@ -21,6 +23,8 @@ from harness import (
     identity_csv,
     running,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 from sipp_scenarios import invite_any_final
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +120,112 @@ def test_the_parent_passes_sighup_and_sigterm_to_every_worker(tmp_path: Path) ->
         assert helper.proc.wait(timeout=15) == 0
         assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
         assert "starting another" not in helper.output()
+
+
+# -- metrics of the whole node ----------------------------------------------------------
+
+
+def call_body(number: int) -> dict[str, object]:
+    """A decision request as kamailio.cfg route[ASK_HELPER] builds it: no Identity, so
+    the answer ("missing") needs no verifier and each one is counted at once."""
+    return {
+        "method": "INVITE",
+        "request_uri": f"sip:{DEST}@edge.example",
+        "from_uri": "sip:+441923311001@peer.example",
+        "to_uri": f"sip:{DEST}@edge.example",
+        "call_id": f"workers-{number}@peer",
+        "cseq": 1,
+        "source_ip": "192.0.2.10",
+        "source_port": 5060,
+        "transport": "udp",
+        "received_at": time.time(),
+        "identity": [],
+        "p_vvp_identity": [],
+        "p_vvp_passport": [],
+    }
+
+
+def decide(helper: Helper, numbers: range) -> None:
+    for number in numbers:
+        # A new connection per request: the kernel picks the worker per connection.
+        answer = httpx.post(helper.decide_url, json=call_body(number), timeout=5)
+        assert answer.status_code == 200 and answer.json()["outcome"] == "missing"
+
+
+def scrape(helper: Helper) -> dict[str, float]:
+    """The helper's /metrics, summed by metric name (one new connection: any worker)."""
+    text = httpx.get(f"{helper.url}/metrics", timeout=5).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0) + sample.value
+    return totals
+
+
+def metrics_dir(helper: Helper) -> Path:
+    """The directory where the parent said its workers keep their metrics."""
+    match = re.search(r"their metrics in ([^\"\s]+)", helper.output())
+    assert match, helper.output()
+    return Path(match.group(1))
+
+
+def worker_value(directory: Path, kind: str, pid: int, name: str) -> float | None:
+    """One worker's own value of ``name``, from its file (prometheus_client's reader)."""
+    path = directory / f"{kind}_{pid}.db"
+    if not path.exists():
+        return None
+    families = MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+    return sum(s.value for f in families for s in f.samples if s.name == name)
+
+
+DECISIONS = "vvp_helper_decisions_total"
+LIMIT = "vvp_helper_verifier_concurrency_limit"
+
+
+def test_metrics_count_every_worker_and_a_dead_one_s_counters_stay(tmp_path: Path) -> None:
+    simulator = Simulator.create(tmp_path)
+    helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_PROCESSES="2")
+    with running(simulator, helper):
+        assert helper.proc is not None
+        parent = helper.proc.pid
+        wait_for(lambda: len(workers_of(parent)) == 2)
+        workers = workers_of(parent)
+        directory = metrics_dir(helper)
+
+        sent = 60
+        decide(helper, range(sent))
+        # Both workers answered (each one's own file says how many it decided) ...
+        per_worker = {pid: worker_value(directory, "counter", pid, DECISIONS) for pid in workers}
+        assert all(per_worker.values()), per_worker
+        assert sum(v or 0 for v in per_worker.values()) == sent
+        # ... and whichever worker answers the scrape counts them all.
+        for _ in range(10):
+            page = scrape(helper)
+            assert page[DECISIONS] == sent, page[DECISIONS]
+            assert page["vvp_helper_requests_in_flight"] == 0
+
+        def limits() -> dict[int, float | None]:
+            return {
+                pid: worker_value(directory, "gauge_livesum", pid, LIMIT)
+                for pid in workers_of(parent)
+            }
+
+        # The node's verifier limit is the workers' limits added up.
+        assert scrape(helper)[LIMIT] == sum(v or 0 for v in limits().values())
+
+        # A worker dies: what it counted still counts, its gauges do not linger.
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
+        wait_for(lambda: all(v is not None for v in limits().values()))  # the new one is up
+        page = scrape(helper)
+        assert page[DECISIONS] == sent
+        assert page[LIMIT] == sum(v or 0 for v in limits().values())
+        assert not list(directory.glob(f"gauge_live*_{victim}.db"))
+
+        decide(helper, range(sent, sent + 20))
+        for _ in range(5):
+            assert scrape(helper)[DECISIONS] == sent + 20
+
+        helper.stop()
+        assert not directory.exists()  # removed by the parent when it ends

@@ -47,3 +47,22 @@ def test_ramp_reports_each_step_and_the_ratio(tmp_path: Path) -> None:
     full = max(s["achieved"] for s in steps)
     assert summary["ratio"] == pytest.approx(full / baseline["achieved"], abs=0.001)
     assert "ratio" in done.stdout and (out / "ramp.png").stat().st_size > 0
+
+
+def test_ramp_with_helper_workers_accounts_for_every_call(tmp_path: Path) -> None:
+    # Two workers share the calls; the outcome check reads one /metrics for both.
+    out = tmp_path / "ramp"
+    argv = [
+        sys.executable, str(RAMP), "--rates", "100", "--duration", "4", "--warmup", "2",
+        "--mix", "valid=3,forged=1,none=1", "--helper-workers", "2", "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["helper_workers"] == 2
+    (step,) = summary["results"]["full-path"]
+    assert (step["answered"], step["failed"], step["unexpected"]) == (400, 0, 0)
+    outcomes = {k: v for k, v in step["outcomes"].items() if v}
+    assert outcomes == {"valid": 240, "invalid": 80, "missing": 80}
+    assert "cpu% helper1" in done.stdout

@@ -128,6 +128,8 @@ def write_identities(path: Path, kinds: list[str], rate: float, start_at: float)
 
 
 def group_pids(process: Process) -> list[int]:
+    """Every process of ``process``'s group: Kamailio and its children, the helper's
+    parent and its workers (``--helper-workers``; forked, they stay in its group)."""
     assert process.proc is not None
     pgid = process.proc.pid
     pids = []
@@ -148,7 +150,9 @@ def cpu_ticks(pids: list[int]) -> int:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
+        # utime + stime, and cutime + cstime: a child that ended and was reaped (a helper
+        # worker replaced during a step) leaves its time to its parent, not to nobody.
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
     return total
 
 
@@ -321,7 +325,8 @@ def run_step(
     sipp_seconds = (used.ru_utime - children.ru_utime) + (used.ru_stime - children.ru_stime)
     step.cpu_percent["sipp"] = round(100 * sipp_seconds / elapsed, 1)
     for name, before in ticks.items():
-        ticks_used = cpu_ticks(pids[name]) - before
+        # The group as it is now: a helper worker started during the step counts too.
+        ticks_used = cpu_ticks(group_pids(processes[name])) - before
         step.cpu_percent[name] = round(100 * ticks_used / CLK_TCK / elapsed, 1)
         step.pss_mb[name] = pss_mb(pids[name])
 
@@ -518,6 +523,9 @@ def main() -> int:
     # One helper, as deploy/ and compose.yaml run it: on 2 cores a second one costs more
     # (more processes to wake, less batching) than it adds; see the README.
     parser.add_argument("--helpers", type=int, default=1, choices=(1, 2), help="helper processes")
+    parser.add_argument("--helper-workers", type=int, default=1, metavar="N",
+                        help="each helper's --workers (VVP_HELPER_PROCESSES); its cpu%% and "
+                             "MB columns cover the parent and all its workers")  # fmt: skip
     parser.add_argument("--latency-ms", type=int, default=0, help="simulator added latency")
     parser.add_argument("--verifier-down", action="store_true", help="no verifier at all")
     parser.add_argument("--memory-every", type=float, default=0,
@@ -573,9 +581,13 @@ def main() -> int:
         verifier_url = simulator.url
     # Each helper on its own port, so each is scraped on its own (Kamailio spreads calls
     # over two helpers, kamailio.cfg VVP_HELPER_URL2).
+    # With --helper-workers N, a helper's /metrics sums its workers (the outcome check
+    # needs that); the cpu% column of a helper is its parent and all its workers.
     helpers = [
-        Helper.create(out, verifier_url, VVP_LOG_LEVEL="WARNING") for _ in range(args.helpers)
-    ]
+        Helper.create(out, verifier_url, VVP_LOG_LEVEL="WARNING",
+                      VVP_HELPER_PROCESSES=str(args.helper_workers))
+        for _ in range(args.helpers)
+    ]  # fmt: skip
     if len(helpers) == 2:
         kamailio_env["VVP_HELPER_URL2"] = helpers[1].decide_url
     try:
@@ -607,6 +619,7 @@ def main() -> int:
 
     summary: dict[str, object] = {
         "rates": rates, "duration_s": args.duration, "mix": mix, "helpers": args.helpers,
+        "helper_workers": args.helper_workers,
         "latency_ms": args.latency_ms, "cores": os.cpu_count(),
         "results": {k: [asdict(s) for s in v] for k, v in results.items()},
     }  # fmt: skip

@@ -113,3 +113,31 @@ def test_latency_under_the_floor_is_not_a_verifier_slowing_down() -> None:
     before = limit.limit
     run(limit, clock, 0.040, 3)
     assert limit.limit > before
+
+
+def test_a_watcher_hears_of_each_new_limit() -> None:
+    # What shows the limit with several workers (no scrape-time function there).
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    seen: list[float] = []
+    limit.on_update = lambda: seen.append(limit.limit)
+    run(limit, clock, 0.020, 3)
+    assert seen and seen[-1] == limit.limit > 20
+    assert seen == sorted(seen)  # every step up was told
+
+
+async def test_a_watcher_hears_of_each_change_of_the_waiting_calls() -> None:
+    gate = ConcurrencyLimiter(Gradient2(initial=1, min_limit=1, max_limit=1), max_wait=5.0)
+    seen: list[int] = []
+    gate.on_waiting = lambda: seen.append(gate.waiting)
+    await gate.acquire()
+    assert seen == []  # a call that finds a slot tells nobody
+    handed = asyncio.ensure_future(gate.acquire())
+    while gate.waiting == 0:
+        await asyncio.sleep(0)
+    gate.release(0.01)
+    await handed
+    gate.max_wait = 0.01
+    with pytest.raises(LimitReached):
+        await gate.acquire()  # waits, then gives up
+    assert seen == [1, 0, 1, 0]

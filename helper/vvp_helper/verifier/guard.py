@@ -233,10 +233,13 @@ class GuardedVerifier:
         self.limiter = limiter or ConcurrencyLimiter(Gradient2(clock=clock))
         self._show_state(State.CLOSED)
         if metrics is not None:
-            # Read when scraped: nothing to update on every call.
-            limiter = self.limiter
-            metrics.verifier_limit.set_function(lambda: limiter.limit)
-            metrics.verifier_limit_waiting.set_function(lambda: limiter.waiting)
+            if metrics.multiprocess:
+                self._show_limiter(metrics)
+            else:
+                # Read when scraped: nothing to update on every call.
+                limiter = self.limiter
+                metrics.verifier_limit.set_function(lambda: limiter.limit)
+                metrics.verifier_limit_waiting.set_function(lambda: limiter.waiting)
 
     @classmethod
     def from_settings(
@@ -311,6 +314,25 @@ class GuardedVerifier:
         return verdict
 
     # -- metrics
+
+    def _show_limiter(self, metrics: Metrics) -> None:
+        """The limit gauges of a worker of several: the scrape reads the workers' files,
+        where no function can be called (prometheus_client's multiprocess mode has no
+        ``set_function``), so each value is written when it changes. The limit changes
+        at most once per window of answers and the waiting count only while the limit
+        is full: a call that finds a free slot writes nothing."""
+        limiter = self.limiter
+        shown = [limiter.limit]
+
+        def show_limit() -> None:
+            if limiter.limit != shown[0]:
+                shown[0] = limiter.limit
+                metrics.verifier_limit.set(shown[0])
+
+        metrics.verifier_limit.set(shown[0])
+        metrics.verifier_limit_waiting.set(limiter.waiting)
+        limiter.algorithm.on_update = show_limit
+        limiter.on_waiting = lambda: metrics.verifier_limit_waiting.set(limiter.waiting)
 
     def _show_state(self, state: State) -> None:
         if self.metrics is not None:

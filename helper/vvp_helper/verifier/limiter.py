@@ -103,6 +103,9 @@ class Gradient2:
         self.last_rtt = 0.0
         self._window = _Window(started=clock())
         self._window_length = window_min
+        #: Called after the limit was recomputed (once per window at most), for what
+        #: shows it; None: nobody watches.
+        self.on_update: Callable[[], None] | None = None
 
     def sample(self, rtt: float, in_flight: int, *, dropped: bool = False) -> None:
         """One verifier answer that took ``rtt`` seconds while ``in_flight`` calls (this
@@ -145,6 +148,8 @@ class Gradient2:
         smoothing = self.smoothing if new_limit >= self.limit else self.smoothing_down
         new_limit = self.limit * (1 - smoothing) + new_limit * smoothing
         self.limit = max(self.min_limit, min(self.max_limit, new_limit))
+        if self.on_update is not None:
+            self.on_update()
 
 
 class LimitReached(Exception):
@@ -159,6 +164,9 @@ class ConcurrencyLimiter:
         self.max_wait = max_wait
         self.in_flight = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Called after the number of waiting calls changed (only when the limit is
+        #: full: never on the way of a call that finds a slot); None: nobody watches.
+        self.on_waiting: Callable[[], None] | None = None
 
     @property
     def limit(self) -> int:
@@ -177,6 +185,8 @@ class ConcurrencyLimiter:
             raise LimitReached(f"{self.in_flight} verifications in flight (limit {self.limit})")
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        if self.on_waiting is not None:
+            self.on_waiting()
         try:
             async with asyncio.timeout(self.max_wait):
                 await waiter  # release() counted us in before waking us
@@ -194,6 +204,8 @@ class ConcurrencyLimiter:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+                if self.on_waiting is not None:
+                    self.on_waiting()
 
     def release(self, rtt: float | None, *, dropped: bool = False) -> None:
         """Give the slot back. ``rtt``: the verifier's latency to learn from, or None for
@@ -207,6 +219,8 @@ class ConcurrencyLimiter:
         # Hand freed slots to waiters in arrival order while the (new) limit allows.
         while self._waiters and self.in_flight < self.limit:
             waiter = self._waiters.popleft()
+            if self.on_waiting is not None:
+                self.on_waiting()
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)
