@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import (
+
+from tests.support.harness import (
     DEFAULT_POLICY,
     Helper,
     Kamailio,
@@ -35,8 +36,7 @@ from harness import (
     run_sipp,
     running_edge,
 )
-from sipp_scenarios import invite_expecting
-
+from tests.support.sipp_scenarios import invite_expecting
 from vvp_simulator.keys import DEFAULT_WITNESS
 from vvp_simulator.passport import (
     DEMO_ISSUER,

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, free_port, running_edge
 
+from tests.support.harness import Helper, Kamailio, Simulator, free_port, running_edge
 from vvp_helper.fallback import htable_entries
 from vvp_helper.policy import load_policy
 from vvp_helper.template import sanitize_header_value

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import REPO, free_port, run_sipp
-from sipp_scenarios import invite_any_final, invite_expecting, request_expecting
 
+from tests.support.harness import REPO, free_port, run_sipp
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting, request_expecting
 from vvp_simulator.mint import write_csv
 from vvp_simulator.passport import mint
 

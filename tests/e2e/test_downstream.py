@@ -13,9 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import DEFAULT_POLICY, Simulator, SipMessage, SippRun, run_sipp, running_edge
-from sipp_scenarios import invite_expecting
 
+from tests.support.harness import (
+    DEFAULT_POLICY,
+    Simulator,
+    SipMessage,
+    SippRun,
+    run_sipp,
+    running_edge,
+)
+from tests.support.sipp_scenarios import invite_expecting
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e

@@ -15,14 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, free_port, run_sipp, running_edge
-from sipp_scenarios import (
+
+from tests.support.harness import (
+    Helper,
+    Kamailio,
+    Simulator,
+    SippRun,
+    free_port,
+    run_sipp,
+    running_edge,
+)
+from tests.support.sipp_scenarios import (
     invite_expecting,
     invite_then_cancel,
     literal_invite,
     request_expecting,
 )
-
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e

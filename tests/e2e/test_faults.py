@@ -19,9 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, free_port, identity_csv, run_sipp
-from sipp_scenarios import invite_any_final, invite_expecting
 
+from tests.support.harness import (
+    Helper,
+    Kamailio,
+    Simulator,
+    SippRun,
+    free_port,
+    identity_csv,
+    run_sipp,
+)
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from tests.support.harness import (
     Helper,
     Kamailio,
     Simulator,
@@ -21,7 +22,7 @@ from harness import (
     identity_csv,
     running,
 )
-from sipp_scenarios import invite_any_final
+from tests.support.sipp_scenarios import invite_any_final
 
 pytestmark = pytest.mark.e2e
 

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, run_sipp, running_edge
-from sipp_scenarios import invite_expecting
+
+from tests.support.harness import Helper, Kamailio, Simulator, run_sipp, running_edge
+from tests.support.sipp_scenarios import invite_expecting
 
 pytestmark = pytest.mark.e2e
 

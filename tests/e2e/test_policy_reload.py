@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from tests.support.harness import (
     DEFAULT_POLICY,
     Helper,
     Kamailio,
@@ -26,8 +27,7 @@ from harness import (
     identity_csv,
     run_sipp,
 )
-from sipp_scenarios import invite_any_final, invite_expecting
-
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e

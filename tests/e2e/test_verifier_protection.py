@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, identity_csv, run_sipp
-from sipp_scenarios import invite_any_final
 from test_faults import metric, one_final_each
+
+from tests.support.harness import Helper, Kamailio, Simulator, SippRun, identity_csv, run_sipp
+from tests.support.sipp_scenarios import invite_any_final
 
 pytestmark = pytest.mark.e2e
 

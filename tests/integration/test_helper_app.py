@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeHelper
 
+from tests.support.servers import ServeHelper
 from vvp_helper.config import Settings
 from vvp_simulator.passport import mint
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeHelper
 
+from tests.support.servers import ServeHelper
 from vvp_helper.config import Settings
 from vvp_helper.replay import RedisReplayStore
 from vvp_simulator.passport import mint

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Process, free_port, wait_http
 
+from tests.support.harness import Process, free_port, wait_http
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import SigningKey, b64url_decode, decode_signature
 from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint, sign_jwt

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import ServeApp
-from scripted import VALID_ANSWER, ScriptedVerifier, ok
 
+from tests.support.scripted import VALID_ANSWER, ScriptedVerifier, ok
+from tests.support.servers import ServeApp
 from vvp_helper.errors import (
     VerifierBadAnswer,
     VerifierError,

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import LocalPKI, free_port
 
+from tests.support.harness import LocalPKI, free_port
 from vvp_helper.config import Settings
 from vvp_helper.errors import VerifierTLSError, VerifierUnreachable
 from vvp_helper.verifier import VerifierClient, VerifyRequest, proxy_from_env

@@ -879,7 +879,7 @@ def test_copy_check_catches_a_missing_file(tmp_path: Path) -> None:
 
 def test_copy_check_catches_a_dockerignored_file() -> None:
     assert ignored("tests/e2e/test_demo.py", dockerignore_patterns())
-    assert not ignored("tests/sipp_scenarios.py", dockerignore_patterns())
+    assert not ignored("tests/support/sipp_scenarios.py", dockerignore_patterns())
     assert ignored("helper/vvp_helper/__pycache__", dockerignore_patterns())
 
 
@@ -950,7 +950,7 @@ def test_kamailio_memory_is_the_same_wherever_kamailio_starts(compose: dict[str,
     "Kamailio's shared memory"). The deployment files once passed -m 256 over the cfg's
     512, and Kamailio answered 500 "out of mem" near 4,000 calls/s; the test harness,
     which measures capacity, must run with what is deployed."""
-    import harness
+    from tests.support import harness
 
     cfg_default = kamailio_cfg_default("VVP_SHM_MB")
     dockerfile = (REPO / "docker" / "kamailio.Dockerfile").read_text()
@@ -963,7 +963,7 @@ def test_kamailio_memory_is_the_same_wherever_kamailio_starts(compose: dict[str,
         "compose.yaml": str(compose_env["SHM_MEMORY"]),
         "kamailio.Dockerfile": ",".join(re.findall(r"\bSHM_MEMORY=(\d+)", dockerfile)),
         "entrypoint default": ",".join(re.findall(r"SHM_MEMORY:-(\d+)", entrypoint)),
-        "tests/harness.py": str(harness.KAMAILIO_SHM_MB),
+        "tests/support/harness.py": str(harness.KAMAILIO_SHM_MB),
     }
     assert set(found.values()) == {cfg_default}, found
     # The 6.5 KB a call holds only with one branch (the default 12 doubles it).

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
 KAMAILIO_SHM_MB = 512  # shared memory, as deployed (SHM_MEMORY)
 KAMAILIO_PKG_MB = 16  # private memory per process (PKG_MEMORY)
