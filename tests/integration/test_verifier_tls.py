@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.harness import LocalPKI, free_port
+from tests.support.waiting import wait_until
 from vvp_helper.config import Settings
 from vvp_helper.errors import VerifierTLSError, VerifierUnreachable
 from vvp_helper.verifier import VerifierClient, VerifyRequest, proxy_from_env
@@ -194,16 +195,13 @@ def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:
         import socket
-        import time
 
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        def listening() -> bool:
             assert proc.poll() is None, "tinyproxy exited"
-            assert time.monotonic() < deadline, "tinyproxy did not listen"
-            time.sleep(0.05)
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, 10, "tinyproxy did not listen")
         yield f"http://127.0.0.1:{port}", log
     finally:
         proc.terminate()
