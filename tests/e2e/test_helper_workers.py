@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from tests.support.harness import (
     running,
 )
 from tests.support.sipp_scenarios import invite_any_final
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,6 @@ VERIFIED = f"<sip:{DEST}@verified.carrier.example>"
 def workers_of(parent: int) -> set[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return {int(pid) for pid in children}
-
-
-def wait_for(condition: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -60,7 +53,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
     with running(simulator, helper, kamailio):
         assert helper.proc is not None
         parent = helper.proc.pid
-        wait_for(lambda: len(workers_of(parent)) == 2)
+        wait_until(lambda: len(workers_of(parent)) == 2, 20)
         before = workers_of(parent)
 
         calls = 600
@@ -75,7 +68,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
         # Under traffic (after ~200 calls), one worker dies without a goodbye.
-        wait_for(lambda: messages.exists() and messages.stat().st_size > 200 * 1500)
+        wait_until(lambda: messages.exists() and messages.stat().st_size > 200 * 1500, 20)
         victim = min(before)
         os.kill(victim, sig)
         assert sipp.wait(timeout=90) == 0
@@ -98,7 +91,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
             assert answers[(302, VERIFIED)] + len(fallbacks) == calls
 
         # The parent started another worker in the dead one's place.
-        wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
+        wait_until(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent), 20)
         assert f"ended ({ended}); starting another" in helper.output()
 
 
@@ -108,10 +101,10 @@ def test_the_parent_passes_sighup_and_sigterm_to_every_worker(tmp_path: Path) ->
     with running(simulator, helper):
         assert helper.proc is not None
         parent = helper.proc.pid
-        wait_for(lambda: len(workers_of(parent)) == 3)
+        wait_until(lambda: len(workers_of(parent)) == 3, 20)
         workers = workers_of(parent)
         os.kill(parent, signal.SIGHUP)  # a policy reload, as systemd's ExecReload sends
-        wait_for(lambda: helper.output().count("policy reload (sighup)") == 3)
+        wait_until(lambda: helper.output().count("policy reload (sighup)") == 3, 20)
         assert workers_of(parent) == workers  # reloaded in place, not restarted
         helper.proc.send_signal(signal.SIGTERM)
         assert helper.proc.wait(timeout=15) == 0

@@ -476,25 +476,6 @@ def run_sipp(
 
 
 @contextlib.contextmanager
-def running_edge(
-    workdir: Path, policy: Path = DEFAULT_POLICY
-) -> Iterator[tuple[Simulator, Helper, Kamailio]]:
-    """Simulator, helper and Kamailio with test-sized timeouts that keep the design's
-    order: verifier 1 s < helper deadline 1.5 s < Kamailio's wait 2 s < tm's timer 3 s."""
-    simulator = Simulator.create(workdir)
-    helper = Helper.create(workdir, simulator.url, policy=policy, VVP_VERIFIER_TIMEOUT="1.0",
-                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
-    kamailio = Kamailio.create(
-        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
-    )
-    try:
-        yield simulator, helper, kamailio
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
-
-
-@contextlib.contextmanager
 def running(*processes: Process) -> Iterator[None]:
     try:
         yield
