@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
 import pytest
 
 from tests.support.decisions import DEFAULT_POLICY, DEST, ORIG, call, decider
+from tests.support.simulator_api import set_faults_at, verify_requests_at
 from vvp_helper.breaker import GuardedVerifier
 from vvp_helper.decision import Decider, Decision
 from vvp_helper.identity import PrecheckSettings
@@ -21,22 +21,6 @@ from vvp_simulator.passport import mint
 @pytest.fixture
 def policy() -> Policy:
     return load_policy(DEFAULT_POLICY)
-
-
-async def set_faults(base: str, **faults: object) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{base}/_sim/faults", json=faults) as response,
-    ):
-        assert response.status == 200
-
-
-async def verify_requests(base: str) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{base}/_sim/stats") as response,
-    ):
-        return int((await response.json())["verify_requests"])
 
 
 async def test_valid_verdict_redirects_verified_with_request_id(
@@ -53,13 +37,13 @@ async def test_valid_verdict_redirects_verified_with_request_id(
     assert decision.instruction.contact == f"sip:{DEST}@verified.carrier.example"
     assert ("X-VVP-Request-Id", decision.request_id) in decision.instruction.headers
     assert ("X-VVP-Brand-Name", "Acme Bank") in decision.instruction.headers
-    assert await verify_requests(simulator_url) == 1
+    assert await verify_requests_at(simulator_url) == 1
 
 
 async def test_verifier_failure_is_an_error_with_its_code(
     policy: Policy, simulator_url: str
 ) -> None:
-    await set_faults(simulator_url, mode="hang")
+    await set_faults_at(simulator_url, mode="hang")
     client = VerifierClient(f"{simulator_url}/verify", timeout=0.2)
     minted = mint("valid", ORIG, DEST)
     try:
@@ -76,7 +60,7 @@ async def test_verifier_slower_than_the_deadline_still_gets_an_answer(
 ) -> None:
     # A verifier timeout longer than the helper's deadline (a misconfiguration Settings
     # refuses, built here directly): the deadline still answers.
-    await set_faults(simulator_url, mode="hang")
+    await set_faults_at(simulator_url, mode="hang")
     client = VerifierClient(f"{simulator_url}/verify", timeout=30)
     minted = mint("valid", ORIG, DEST)
     try:
@@ -106,9 +90,9 @@ async def decide_queued(
     """Decide a valid call Kamailio received ``waited`` seconds ago (its PASSporT signed
     then too). The simulator hangs, or answers after ``latency_ms``."""
     if hang:
-        await set_faults(simulator_url, mode="hang")
+        await set_faults_at(simulator_url, mode="hang")
     elif latency_ms:
-        await set_faults(simulator_url, latency_ms=latency_ms)
+        await set_faults_at(simulator_url, latency_ms=latency_ms)
     client = VerifierClient(f"{simulator_url}/verify", timeout=30)
     received_at = time.time() - waited
     minted = mint("valid", ORIG, DEST, now=int(received_at))
@@ -129,7 +113,7 @@ async def test_call_that_queued_past_the_queue_limit_is_answered_at_once_by_erro
     decision = await decide_queued(
         simulator_url, policy, waited=1.2, deadline=5.5, max_queue_wait=1.0
     )
-    assert await verify_requests(simulator_url) == 0
+    assert await verify_requests_at(simulator_url) == 0
     assert decision.outcome == "error"
     assert decision.error_kind == "overload"
     assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
@@ -149,7 +133,7 @@ async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_ve
     # Overload: the request waited in queues for longer than a decision may take, so
     # Kamailio is about to give up on it. The verifier (hanging here) is not asked.
     decision = await decide_queued(simulator_url, policy, waited=2.5, deadline=2.0)
-    assert await verify_requests(simulator_url) == 0
+    assert await verify_requests_at(simulator_url) == 0
     assert decision.outcome == "error"
     assert decision.error_kind == "overload"
     assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
@@ -166,7 +150,7 @@ async def test_time_already_spent_in_queues_shortens_the_decision(
         simulator_url, policy, waited=1.5, deadline=2.0, hang=False, latency_ms=1000
     )
     assert decision.error_kind == "deadline"
-    assert await verify_requests(simulator_url) == 1
+    assert await verify_requests_at(simulator_url) == 1
 
 
 async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
@@ -181,7 +165,7 @@ async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
 async def test_an_upstream_http_status_is_named_in_the_log_and_metrics(
     policy: Policy, simulator_url: str
 ) -> None:
-    await set_faults(simulator_url, mode="http503")
+    await set_faults_at(simulator_url, mode="http503")
     metrics = Metrics()
     client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
     minted = mint("valid", ORIG, DEST)
@@ -203,7 +187,7 @@ async def test_an_upstream_http_status_is_named_in_the_log_and_metrics(
 async def test_a_verifier_500_for_one_request_of_a_healthy_verifier_is_invalid(
     policy: Policy, simulator_url: str
 ) -> None:
-    await set_faults(simulator_url, crash_call_id_prefix="crafted-")
+    await set_faults_at(simulator_url, crash_call_id_prefix="crafted-")
     metrics = Metrics()
     client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
     decide = Decider(client, PrecheckSettings(), 2.0, metrics).decide

@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from tests.support.scripted import VALID_ANSWER, ScriptedVerifier, ok
 from tests.support.servers import ServeApp
+from tests.support.simulator_api import set_faults_at
+from tests.support.verifier_requests import DEST, ORIG, request_for, valid_request
 from tests.support.waiting import wait_until_async
 from vvp_helper.errors import (
     VerifierBadAnswer,
@@ -24,38 +25,8 @@ from vvp_helper.errors import (
     VerifierTimeout,
     VerifierUnreachable,
 )
-from vvp_helper.verifier import VerifierClient, VerifyRequest
-from vvp_simulator.passport import MintedIdentity, mint
-
-ORIG = "+441923311001"
-DEST = "+441923311006"
-
-
-def request_for(minted: MintedIdentity, from_number: str = ORIG) -> VerifyRequest:
-    now = datetime.now(UTC).isoformat()
-    return VerifyRequest(
-        vvp_identity=minted.vvp_identity,
-        passport_jwt=minted.passport_jwt,
-        call_id="call-1@edge",
-        received_at=now,
-        from_uri=f"sip:{from_number}@carrier.example",
-        to_uri=f"sip:{DEST}@carrier.example",
-        invite_time=now,
-        cseq=1,
-    )
-
-
-def valid_request() -> VerifyRequest:
-    """The request for a freshly minted valid identity."""
-    return request_for(mint("valid", ORIG, DEST))
-
-
-async def set_faults(base: str, **faults: object) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{base}/_sim/faults", json=faults) as response,
-    ):
-        assert response.status == 200, await response.text()
+from vvp_helper.verifier import VerifierClient
+from vvp_simulator.passport import mint
 
 
 @pytest.fixture
@@ -117,7 +88,7 @@ async def test_every_failure_is_a_verifier_error_with_an_ext_code(
     error: type[VerifierError],
     code: str,
 ) -> None:
-    await set_faults(simulator_url, mode=mode)
+    await set_faults_at(simulator_url, mode=mode)
     with pytest.raises(error) as caught:
         await client.verify(valid_request())
     assert caught.value.code == code
@@ -128,7 +99,7 @@ async def test_timeout_is_also_a_builtin_timeout_error(
 ) -> None:
     # The simulator answers after 2 s: that the call times out at all is the client's
     # configured 0.5 s at work (had it waited, the answer would have been VALID).
-    await set_faults(simulator_url, latency_ms=2000)
+    await set_faults_at(simulator_url, latency_ms=2000)
     with pytest.raises(TimeoutError):
         await client.verify(valid_request())
 
