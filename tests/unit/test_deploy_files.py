@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.support.compose import find_compose
 from vvp_helper.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -260,18 +261,11 @@ def image_copies_to(df: Dockerfile, dest: str) -> str | None:
 
 def compose_cli() -> list[str]:
     """compose >= 2.20 (what compose.yaml needs); skip outside CI, fail under CI=true."""
-    candidates = [[os.environ["VVP_COMPOSE"]]] if os.environ.get("VVP_COMPOSE") else []
-    candidates += [["docker", "compose"], [str(REPO / ".venv/bin/docker-compose")]]
-    candidates += [["docker-compose"]]
-    for argv in candidates:
-        if shutil.which(argv[0]) is None:
-            continue
-        done = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
-        match = re.match(r"v?(\d+)\.(\d+)", done.stdout.strip())
-        if done.returncode == 0 and match and (int(match[1]), int(match[2])) >= (2, 20):
-            return argv
-    tool_missing("compose >= 2.20 (scripts/container-engine installs it)")
-    raise AssertionError("unreachable")
+    argv = find_compose()
+    if argv is None:
+        tool_missing("compose >= 2.20 (scripts/container-engine installs it)")
+        raise AssertionError("unreachable")
+    return argv
 
 
 def compose_config(
