@@ -1,6 +1,6 @@
 # sipp load generator for the compose "load" profile: Debian's sipp plus the simulator's
 # identity minting tool (a fresh PASSporT per call, as tests/load/ramp.py sends) and the
-# repo's scenario builder (tests/sipp_scenarios.py).
+# repo's scenario builder (tests/support/sipp_scenarios.py).
 #
 #   docker compose --profile load run --rm sipp          # settings: VVP_LOAD_* in
 #                                                        # docker/entrypoints/sipp-load.sh
@@ -21,7 +21,7 @@ RUN cp /etc/ssl/certs/ca-certificates.crt /tmp/ca.crt \
         --disable-pip-version-check /src \
     && rm -rf /src /tmp/ca.crt
 ENV PATH=/opt/vvp-load/venv/bin:$PATH
-COPY tests/sipp_scenarios.py /opt/vvp-load/sipp_scenarios.py
+COPY tests/support/sipp_scenarios.py /opt/vvp-load/sipp_scenarios.py
 COPY docker/entrypoints/sipp-load.sh /usr/local/bin/vvp-load
 RUN useradd --system --user-group --create-home --home-dir /home/load load
 USER load

@@ -14,13 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import Helper, Kamailio, Simulator, run_sipp  # noqa: E402
-from sipp_scenarios import invite_any_final  # noqa: E402
-
-from vvp_simulator.passport import mint  # noqa: E402
+from tests.support.harness import REPO, Helper, Kamailio, Simulator, run_sipp
+from tests.support.sipp_scenarios import invite_any_final
+from vvp_simulator.passport import mint
 
 ORIG, DEST = "+441923311001", "+441923311006"
 CALLS = [

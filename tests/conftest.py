@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from tests.support.servers import ServeApp, ServeHelper
 from vvp_helper.app import create_app, serve
 from vvp_helper.config import Settings
 from vvp_simulator.faults import Faults
 from vvp_simulator.server import SimulatorSettings, start
-
-ServeApp = Callable[[web.Application], Awaitable[str]]
-ServeHelper = Callable[[Settings], Awaitable[str]]
 
 
 @pytest.fixture

@@ -19,24 +19,14 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import (
-    DEFAULT_POLICY,
-    Helper,
-    Kamailio,
-    Simulator,
-    SipMessage,
-    SippRun,
-    run_sipp,
-    running_edge,
-)
-from sipp_scenarios import invite_expecting
 
+from tests.support.edge import Edge
+from tests.support.harness import DEFAULT_POLICY, Simulator, SipMessage, SippRun
 from vvp_simulator.keys import DEFAULT_WITNESS
 from vvp_simulator.passport import (
     DEMO_ISSUER,
@@ -80,45 +70,9 @@ def write_policy(path: Path) -> Path:
     return path
 
 
-@dataclass
-class Edge:
-    simulator: Simulator
-    helper: Helper
-    kamailio: Kamailio
-    workdir: Path
-    calls: list[str] = field(default_factory=list)
-
-    def call(self, code: int, headers: list[str], **kwargs: Any) -> SippRun:
-        path = self.workdir / f"bad-{len(self.calls)}-{code}.xml"
-        self.calls.append(path.name)
-        replace: dict[str, str] = kwargs.pop("replace", {})
-        scenario = invite_expecting(path, code, headers=headers, **kwargs)
-        text = scenario.read_text()
-        for old, new in replace.items():
-            assert old in text, old
-            text = text.replace(old, new)
-        scenario.write_text(text)
-        return run_sipp(scenario, self.kamailio.port, self.workdir)
-
-    def alive(self) -> bool:
-        return bool(self.kamailio.alive()) and self.helper.alive() and self.simulator.alive()
-
-
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("bad-vvp")
-    policy = write_policy(workdir / "echo-policy.yaml")
-    with running_edge(workdir, policy) as (simulator, helper, kamailio):
-        yield Edge(simulator, helper, kamailio, workdir)
-
-
-@pytest.fixture
-def sim(edge: Edge) -> Iterator[Simulator]:
-    edge.simulator.reset()
-    edge.simulator.set_faults(inject=False)
-    yield edge.simulator
-    edge.simulator.set_faults(inject=False)
-    edge.simulator.reset()
+def edge_policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_policy(tmp_path_factory.mktemp("bad-vvp") / "echo-policy.yaml")
 
 
 def only_final(run: SippRun) -> SipMessage:

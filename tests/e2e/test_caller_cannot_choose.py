@@ -20,13 +20,15 @@ import json
 import socket
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, free_port, running_edge
 
+from tests.support.edge import Edge, metric
+from tests.support.harness import Kamailio, free_port
+from tests.support.waiting import wait_until
 from vvp_helper.policy.kamailio_push import htable_entries
 from vvp_helper.policy.load import load_policy
 from vvp_helper.policy.template import sanitize_header_value
@@ -37,6 +39,8 @@ pytestmark = pytest.mark.e2e
 ORIG = "+441923311001"
 DEST = "+441923311006"
 POLICY = Path(__file__).parent / "policy.yaml"
+#: Kamailio's count of requests it refused itself, by cause (kamailio.cfg).
+REFUSALS = "kamailio_vvp_caller_refusals_total"
 # How long to wait for more answers after the first final one (loopback: milliseconds).
 SILENCE_S = 0.5
 LONG = 9000  # characters: over the helper's 8,192 per field, within the 16 KiB message
@@ -289,35 +293,6 @@ TRICKS: list[Trick] = [
 ]  # fmt: skip
 
 
-@dataclass
-class Edge:
-    simulator: Simulator
-    helper: Helper
-    kamailio: Kamailio
-    workdir: Path
-
-    def metric_sum(self, url: str, prefix: str) -> float:
-        """Sum of the samples whose line starts with ``prefix``. Kamailio writes a
-        timestamp after the value, so the value is the first field after the labels."""
-        with urllib.request.urlopen(url, timeout=5) as response:
-            text = response.read().decode()
-        return sum(
-            float(line.rsplit("}", 1)[-1].split()[0] if "}" in line else line.split()[1])
-            for line in text.splitlines()
-            if line.startswith(prefix)
-        )
-
-    def decisions(self) -> float:
-        return self.metric_sum(f"{self.helper.url}/metrics", "vvp_helper_decisions_total{")
-
-
-@pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("caller")
-    with running_edge(workdir, POLICY) as (simulator, helper, kamailio):
-        yield Edge(simulator, helper, kamailio, workdir)
-
-
 def assert_refused(trick: Trick, responses: list[Response]) -> Response:
     answers = finals(responses)
     assert len(answers) == 1, f"{trick.name}: {[r.first_line for r in answers]}"
@@ -371,15 +346,15 @@ def test_folded_call_id_reaches_no_edge_header_raw(edge: Edge) -> None:
 @pytest.mark.parametrize("identity", ["forged", None])
 def test_sip_on_the_http_port_is_refused(edge: Edge, identity: str | None) -> None:
     decisions = edge.decisions()
-    refusals = 'kamailio_vvp_caller_refusals_total{cause="sip_on_http_port"}'
-    before = edge.metric_sum(edge.kamailio.metrics_url, refusals)
+    cause = "sip_on_http_port"
+    before = metric(edge.kamailio.metrics_url, REFUSALS, cause=cause)
     minted = mint("forged", ORIG, DEST)
     invite = Invite(minted, vvp_headers=None if identity else [])
     answers = finals(send(edge.kamailio.http_port, invite.encode, "TCP"))
     assert [a.first_line for a in answers] == ["SIP/2.0 403 Forbidden - Not a SIP Port"]
     assert answers[0].header("X-VVP-Edge-Fallback") is None
     assert edge.decisions() == decisions, "the helper was asked to decide"
-    assert edge.metric_sum(edge.kamailio.metrics_url, refusals) == before + 1
+    assert metric(edge.kamailio.metrics_url, REFUSALS, cause=cause) == before + 1
     # HTTP still works there.
     with urllib.request.urlopen(edge.kamailio.metrics_url, timeout=5) as response:
         assert response.status == 200
@@ -407,8 +382,8 @@ def test_request_too_large_to_describe_is_refused_by_kamailio(edge: Edge, transp
     # parser lets through) fit in 16 KiB of SIP, but JSON writes each as six characters:
     # over the helper's 64 KiB request limit, which it refused (HTTP 413 -> fallback).
     decisions = edge.decisions()
-    refusals = 'kamailio_vvp_caller_refusals_total{cause="too_large_to_describe"}'
-    before = edge.metric_sum(edge.kamailio.metrics_url, refusals)
+    cause = "too_large_to_describe"
+    before = metric(edge.kamailio.metrics_url, REFUSALS, cause=cause)
     invite = Invite(
         mint("forged", ORIG, DEST), from_display="\x01" * 8000, call_id="\x01" * 4000 + "x"
     )
@@ -418,16 +393,15 @@ def test_request_too_large_to_describe_is_refused_by_kamailio(edge: Edge, transp
     ]
     assert answers[0].header("X-VVP-Edge-Fallback") is None
     assert edge.decisions() == decisions
-    assert edge.metric_sum(edge.kamailio.metrics_url, refusals) == before + 1
+    assert metric(edge.kamailio.metrics_url, REFUSALS, cause=cause) == before + 1
 
 
 def test_caller_refusals_are_counted_by_cause(edge: Edge) -> None:
-    url = f"{edge.helper.url}/metrics"
-    prefix = 'vvp_helper_caller_refusals_total{cause="sip_field_too_long"}'
-    before = edge.metric_sum(url, prefix)
+    refusals = "vvp_helper_caller_refusals_total"
+    before = edge.metric(refusals, cause="sip_field_too_long")
     invite = Invite(mint("forged", ORIG, DEST), call_id="c" * LONG)
     assert finals(send(edge.kamailio.port, invite.encode))[0].code == 403
-    assert edge.metric_sum(url, prefix) == before + 1
+    assert edge.metric(refusals, cause="sip_field_too_long") == before + 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -501,14 +475,9 @@ def tcp_call_answered(port: int) -> bool:
 
 
 def test_partial_tcp_messages_hold_slots_only_for_the_lifetime(tmp_path: Path) -> None:
-    simulator = Simulator.create(tmp_path)
-    helper = Helper.create(tmp_path, simulator.url, policy=POLICY)
-    kamailio = Kamailio.create(
-        tmp_path,
-        helper.decide_url,
-        VVP_TCP_MAX_CONNECTIONS=str(SLOTS),
-        VVP_TCP_LIFETIME_S=str(LIFETIME_S),
-    )
+    tcp_limits = {"VVP_TCP_MAX_CONNECTIONS": str(SLOTS), "VVP_TCP_LIFETIME_S": str(LIFETIME_S)}
+    edge = Edge.start(tmp_path, POLICY, helper_env={}, kamailio_env=tcp_limits)
+    kamailio = edge.kamailio
     holders: list[socket.socket] = []
     try:
         # Every slot taken by half an INVITE that never ends.
@@ -523,18 +492,15 @@ def test_partial_tcp_messages_hold_slots_only_for_the_lifetime(tmp_path: Path) -
         # Within the lifetime (plus Kamailio's timer granularity) the partial connections
         # are closed and TCP calls are answered again: polled, not slept.
         # Measured: lifetime + 5-8 s (docs/adr/0004); the margin is for a busy machine.
-        deadline = time.monotonic() + LIFETIME_S + 25
-        while not tcp_call_answered(kamailio.port):
-            assert time.monotonic() < deadline, "TCP still refused after the lifetime"
-            time.sleep(0.25)
+        wait_until(lambda: tcp_call_answered(kamailio.port), LIFETIME_S + 25,
+                   "TCP still refused after the lifetime")  # fmt: skip
         # Kamailio closed the holders' connections itself (the attacker did nothing).
         holders[0].settimeout(1)
         assert holders[0].recv(1) == b""
     finally:
         for holder in holders:
             holder.close()
-        for process in (kamailio, helper, simulator):
-            process.stop()
+        edge.stop()
 
 
 @pytest.mark.xfail(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -33,9 +32,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import REPO, free_port, run_sipp
-from sipp_scenarios import invite_any_final, invite_expecting, request_expecting
 
+from tests.support.compose import find_compose
+from tests.support.harness import REPO, free_port, run_sipp
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting, request_expecting
 from vvp_simulator.mint import write_csv
 from vvp_simulator.passport import mint
 
@@ -51,21 +51,6 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI=true, but the compose test cannot run: {reason}")
     pytest.skip(reason)
-
-
-def compose_cli() -> list[str] | None:
-    """A compose v2 (>= 2.20) command line, or None."""
-    candidates = [[os.environ["VVP_COMPOSE"]]] if os.environ.get("VVP_COMPOSE") else []
-    candidates += [["docker", "compose"], [str(REPO / ".venv/bin/docker-compose")]]
-    candidates += [["docker-compose"]]
-    for argv in candidates:
-        if shutil.which(argv[0]) is None:
-            continue
-        done = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
-        match = re.match(r"v?(\d+)\.(\d+)", done.stdout.strip())
-        if done.returncode == 0 and match and (int(match[1]), int(match[2])) >= (2, 20):
-            return argv
-    return None
 
 
 def engine_reason() -> str | None:
@@ -117,7 +102,7 @@ def nofile_limit() -> int:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    cli = compose_cli()
+    cli = find_compose()
     if cli is None:
         unavailable("no compose >= 2.20 (VVP_COMPOSE, `docker compose`, docker-compose)")
         raise AssertionError("unreachable")

@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from harness import REPO, free_port
+
+from tests.support.harness import REPO, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -8,14 +8,12 @@ answers and its faults are used.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import DEFAULT_POLICY, Simulator, SipMessage, SippRun, run_sipp, running_edge
-from sipp_scenarios import invite_expecting
 
+from tests.support.edge import Edge
+from tests.support.harness import DEFAULT_POLICY, Simulator, SipMessage
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e
@@ -25,57 +23,37 @@ DEST = "+441923311006"
 LOGO = "https://brand.demo.example/acme.png"
 
 
-@dataclass
-class Edge:
-    simulator: Simulator
-    kamailio_port: int
-    workdir: Path
-
-    def call(self, code: int, minted: MintedIdentity, *, from_user: str = ORIG) -> SipMessage:
-        scenario = invite_expecting(
-            self.workdir / f"invite-{code}.xml",
-            code,
-            from_user=from_user,
-            headers=[f"Identity: {minted.identity_header()}"],
-        )
-        run: SippRun = run_sipp(scenario, self.kamailio_port, self.workdir)
-        assert run.returncode == 0, run.stdout
-        finals = run.finals()
-        assert len(finals) == 1, f"expected exactly one final answer, got {finals}"
-        return finals[0]
-
-
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    workdir = tmp_path_factory.mktemp("downstream")
-    with running_edge(workdir, DEFAULT_POLICY) as (simulator, _helper, kamailio):
-        yield Edge(simulator, kamailio.port, workdir)
+def edge_policy() -> Path:
+    return DEFAULT_POLICY
 
 
-@pytest.fixture
-def sim(edge: Edge) -> Iterator[Simulator]:
-    edge.simulator.reset()
-    yield edge.simulator
-    edge.simulator.reset()
+def answer(edge: Edge, code: int, minted: MintedIdentity, *, from_user: str = ORIG) -> SipMessage:
+    """The one final answer to an INVITE carrying ``minted``, expected to be ``code``."""
+    run = edge.call(code, [f"Identity: {minted.identity_header()}"], from_user=from_user)
+    assert run.returncode == 0, run.stdout
+    finals = run.finals()
+    assert len(finals) == 1, f"expected exactly one final answer, got {finals}"
+    return finals[0]
 
 
 def test_pai_asserts_the_signed_number_with_plus_when_from_has_none(
     edge: Edge, sim: Simulator
 ) -> None:
-    final = edge.call(302, mint("brand", ORIG, DEST), from_user=ORIG.removeprefix("+"))
+    final = answer(edge, 302, mint("brand", ORIG, DEST), from_user=ORIG.removeprefix("+"))
     assert final.header("X-VVP-Status") == "VALID"
     assert final.header("P-Asserted-Identity") == f"<sip:{ORIG}@verified.carrier.example>"
 
 
 def test_the_brand_logo_goes_downstream_as_call_info(edge: Edge, sim: Simulator) -> None:
-    final = edge.call(302, mint("brand", ORIG, DEST))
+    final = answer(edge, 302, mint("brand", ORIG, DEST))
     assert final.header("X-VVP-Brand-Name") == "Acme Bank"
     assert final.header("Call-Info") == f"<{LOGO}>;purpose=icon"
 
 
 def test_a_warning_keeps_the_identity_and_the_brand(edge: Edge, sim: Simulator) -> None:
     sim.set_faults(force_status="WARNING")
-    final = edge.call(302, mint("brand", ORIG, DEST))
+    final = answer(edge, 302, mint("brand", ORIG, DEST))
     assert final.header("Contact") == f"<sip:{DEST}@verified.carrier.example>"
     assert final.header("X-VVP-Status") == "WARNING"
     assert final.header("X-VVP-Warning-Reason") == "vetter_not_authorised_for_jurisdiction"
@@ -85,7 +63,7 @@ def test_a_warning_keeps_the_identity_and_the_brand(edge: Edge, sim: Simulator) 
 
 
 def test_an_indeterminate_answer_says_why_and_asserts_nothing(edge: Edge, sim: Simulator) -> None:
-    final = edge.call(302, mint("indeterminate", ORIG, DEST))
+    final = answer(edge, 302, mint("indeterminate", ORIG, DEST))
     assert final.header("Contact") == f"<sip:{DEST}@unverified.carrier.example>"
     assert final.header("X-VVP-Status") == "INDETERMINATE"
     assert final.header("X-VVP-Reason") == "Cannot validate chain: dossier validation failed"
@@ -98,8 +76,8 @@ def test_stale_revocation_data_says_why_although_the_verifier_gives_no_error(
     # The real verifier's INDETERMINATE with errors null: the reason is only in the claim
     # tree (revocation_clear), and it must still reach the callee's side.
     sim.set_faults(stale_revocation_every_s=0.001)
-    edge.call(302, mint("valid", ORIG, DEST))  # the dossier is in the verifier's cache now
-    second = edge.call(302, mint("valid", ORIG, DEST))
+    answer(edge, 302, mint("valid", ORIG, DEST))  # the dossier is in the verifier's cache now
+    second = answer(edge, 302, mint("valid", ORIG, DEST))
     assert second.header("X-VVP-Status") == "INDETERMINATE"
     assert second.header("X-VVP-Reason") == (
         "Revocation data stale \u2014 background re-check pending"
@@ -109,7 +87,7 @@ def test_stale_revocation_data_says_why_although_the_verifier_gives_no_error(
 
 
 def test_a_forged_identity_is_refused_with_its_reason(edge: Edge, sim: Simulator) -> None:
-    final = edge.call(403, mint("forged", ORIG, DEST))
+    final = answer(edge, 403, mint("forged", ORIG, DEST))
     assert final.header("X-VVP-Error") == "PASSPORT_SIG_INVALID"
     assert final.header("X-VVP-Reason")
     assert final.header("P-Asserted-Identity") is None

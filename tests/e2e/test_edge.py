@@ -10,43 +10,25 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, free_port, run_sipp, running_edge
-from sipp_scenarios import (
+
+from tests.support.edge import Edge
+from tests.support.harness import Kamailio, Simulator, SippRun, free_port, run_sipp
+from tests.support.sipp_scenarios import (
     invite_expecting,
     invite_then_cancel,
     literal_invite,
     request_expecting,
 )
-
+from tests.support.waiting import wait_until
 from vvp_simulator.passport import MintedIdentity, mint
 
 pytestmark = pytest.mark.e2e
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
-POLICY = Path(__file__).parent / "policy.yaml"
-
-
-@dataclass
-class Edge:
-    simulator: Simulator
-    helper: Helper
-    kamailio: Kamailio
-    workdir: Path
-
-    def call(self, code: int, headers: list[str], **kwargs: object) -> SippRun:
-        scenario = invite_expecting(
-            self.workdir / f"invite-{code}.xml",
-            code,
-            headers=headers,
-            **kwargs,  # type: ignore[arg-type]
-        )
-        return run_sipp(scenario, self.kamailio.port, self.workdir)
 
 
 def identity_headers(minted: MintedIdentity, style: str = "identity") -> list[str]:
@@ -59,24 +41,6 @@ def only_final(run: SippRun) -> object:
     finals = run.finals()
     assert len(finals) == 1, f"expected exactly one final answer, got {finals}\n{run.stdout}"
     return finals[0]
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def edge(workdir: Path) -> Iterator[Edge]:
-    with running_edge(workdir, POLICY) as (simulator, helper, kamailio):
-        yield Edge(simulator, helper, kamailio, workdir)
-
-
-@pytest.fixture
-def sim(edge: Edge) -> Iterator[Simulator]:
-    edge.simulator.reset()
-    yield edge.simulator
-    edge.simulator.reset()
 
 
 def test_valid_identity_is_redirected_to_verified_route(edge: Edge, sim: Simulator) -> None:
@@ -183,10 +147,7 @@ def test_cancel_during_slow_verification_gives_487(edge: Edge, sim: Simulator) -
     # The late instruction is dropped: nothing else arrives for this INVITE.
     assert sim.verify_requests() == 1
     # ... and the call left Kamailio's admission count when the helper's answer came.
-    deadline = time.monotonic() + 3
-    while edge.kamailio.in_decision() != 0:
-        assert time.monotonic() < deadline, "cancelled call still counted in decision"
-        time.sleep(0.1)
+    wait_until(lambda: edge.kamailio.in_decision() == 0, 5, "cancelled call still in decision")
 
 
 def test_retransmitted_cancel_counts_the_call_out_of_decision_once(
@@ -199,8 +160,7 @@ def test_retransmitted_cancel_counts_the_call_out_of_decision_once(
         target=edge.call, args=(302, identity_headers(mint("valid", ORIG, DEST)))
     )
     other.start()
-    time.sleep(0.2)
-    assert edge.kamailio.in_decision() == 1
+    wait_until(lambda: edge.kamailio.in_decision() == 1, 5, "first call not in decision")
     scenario = invite_then_cancel(
         edge.workdir / "cancel-twice.xml",
         cancel_after_ms=100,
@@ -216,9 +176,10 @@ def test_retransmitted_cancel_counts_the_call_out_of_decision_once(
 
 
 def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> None:
-    # sipp places the call; 150 ms later, while the verifier is still busy, a copy of its
-    # INVITE (same Via branch and sent-by) arrives from another socket, as a UDP
-    # retransmission would. The transaction absorbs it: one verification, one answer.
+    # sipp places the call; once it is in decision, while the verifier is still busy
+    # (500 ms), a copy of its INVITE (same Via branch and sent-by) arrives from another
+    # socket, as a UDP retransmission would. The transaction absorbs it: one
+    # verification, one answer.
     sim.set_faults(latency_ms=500)
     headers = identity_headers(mint("valid", ORIG, DEST))
     sipp_port, branch, call_id = free_port(), f"z9hG4bK-retrans-{time.time_ns()}", "retrans-1"
@@ -226,10 +187,13 @@ def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> No
     copy = literal_invite(sipp_port=sipp_port, edge_port=edge.kamailio.port, branch=branch,
                           call_id=call_id, headers=headers)  # fmt: skip
 
+    in_decision_after_copy: list[int] = []
+
     def retransmit() -> None:
-        time.sleep(0.15)
+        wait_until(lambda: edge.kamailio.in_decision() == 1, 5, "the INVITE never arrived")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.sendto(copy, ("127.0.0.1", edge.kamailio.port))
+        in_decision_after_copy.append(edge.kamailio.in_decision())
 
     sender = threading.Thread(target=retransmit)
     sender.start()
@@ -237,6 +201,7 @@ def test_retransmitted_invite_is_verified_once(edge: Edge, sim: Simulator) -> No
     run = run_sipp(scenario, edge.kamailio.port, edge.workdir, local_port=sipp_port,
                    extra=["-nr", "-cid_str", "retrans-%u"])  # fmt: skip
     sender.join()
+    assert in_decision_after_copy == [1], "the copy did not arrive during the verification"
     assert run.returncode == 0, run.stdout
     assert [m.code for m in run.finals()] == [302]
     assert sim.verify_requests() == 1
@@ -293,7 +258,8 @@ def test_max_forwards_zero_gets_483(edge: Edge, sim: Simulator) -> None:
     assert sim.verify_requests() == 0
 
 
-def test_helper_down_gives_kamailio_fallback(workdir: Path) -> None:
+def test_helper_down_gives_kamailio_fallback(tmp_path: Path) -> None:
+    workdir = tmp_path
     dead_helper = f"http://127.0.0.1:{free_port()}/v1/decide"
     kamailio = Kamailio.create(workdir, dead_helper)
     try:

@@ -8,9 +8,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, LocalPKI, Simulator, SipMessage, run_sipp, running
-from sipp_scenarios import invite_expecting
 
+from tests.support.harness import (
+    Helper,
+    Kamailio,
+    LocalPKI,
+    Simulator,
+    SipMessage,
+    run_sipp,
+    running,
+)
+from tests.support.sipp_scenarios import invite_expecting
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e

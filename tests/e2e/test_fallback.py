@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, free_port, run_sipp
-from sipp_scenarios import invite_expecting
 
+from tests.support.harness import Helper, Kamailio, Simulator, free_port, run_sipp
+from tests.support.sipp_scenarios import invite_expecting
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e

@@ -8,20 +8,26 @@ answer must be the one the policy (or Kamailio's fallback) gives for that failur
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, free_port, identity_csv, run_sipp
-from sipp_scenarios import invite_any_final, invite_expecting
 
+from tests.support.edge import TEST_HELPER_ENV, Edge, metric, one_final_each, running_edge
+from tests.support.harness import (
+    Helper,
+    Kamailio,
+    Simulator,
+    SippRun,
+    free_port,
+    identity_csv,
+    run_sipp,
+)
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting
+from tests.support.waiting import wait_until
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e
@@ -32,63 +38,24 @@ FALLBACK = f"<sip:{DEST}@fallback.carrier.example>"
 VERIFIED = f"<sip:{DEST}@verified.carrier.example>"
 
 
-def one_final_each(run: SippRun, calls: int) -> Counter[tuple[int | None, str | None]]:
-    """Assert every call got exactly one final answer; count answers by (code, error)."""
-    finals = run.finals()
-    per_call = Counter(m.header("Call-ID") for m in finals)
-    assert len(per_call) == calls, f"{calls - len(per_call)} calls without a final answer"
-    assert max(per_call.values()) == 1, "a call got two final answers"
-    return Counter((m.code, m.header("X-VVP-Error")) for m in finals)
-
-
-def metric(url: str, name: str, **labels: str) -> float:
-    """Sum of the series ``name`` whose labels include ``labels``."""
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    total = 0.0
-    for found, value in re.findall(rf"^{name}(?:{{([^}}]*)}})? (\S+)", text, re.M):
-        have = dict(re.findall(r'(\w+)="([^"]*)"', found))
-        if all(have.get(key) == wanted for key, wanted in labels.items()):
-            total += float(value)
-    return total
-
-
-@dataclass
-class Edge:
-    workdir: Path
-    simulator: Simulator
-    helper: Helper
-    kamailio: Kamailio
-
-    def calls(self, count: int, rate: float = 50, kinds: tuple[str, ...] = ("valid",)) -> SippRun:
-        csv = identity_csv(self.workdir / f"ids-{time.monotonic_ns()}.csv", kinds, count)
-        scenario = invite_any_final(self.workdir / "any.xml", csv=True)
-        run = run_sipp(scenario, self.kamailio.port, self.workdir, calls=count, rate=rate,
-                       csv=csv, timeout=60)  # fmt: skip
-        assert run.returncode == 0, run.stdout[-3000:]
-        return run
+#: Settings that make each verifier failure and the breaker show within a few calls.
+FAULT_HELPER_ENV = {
+    "VVP_VERIFIER_TIMEOUT": "0.5",
+    "VVP_HELPER_DEADLINE": "0.8",
+    "VVP_BREAKER_MIN_CALLS": "5",
+    "VVP_BREAKER_WINDOW": "10",
+    "VVP_BREAKER_RESET": "1.0",
+}
+FAULT_KAMAILIO_ENV = {"VVP_HELPER_TIMEOUT_MS": "1500", "VVP_FR_TIMEOUT_MS": "3000"}
 
 
 @pytest.fixture
 def edge(tmp_path: Path) -> Iterator[Edge]:
-    simulator = Simulator.create(tmp_path)
-    helper = Helper.create(
-        tmp_path,
-        simulator.url,
-        VVP_VERIFIER_TIMEOUT="0.5",
-        VVP_HELPER_DEADLINE="0.8",
-        VVP_BREAKER_MIN_CALLS="5",
-        VVP_BREAKER_WINDOW="10",
-        VVP_BREAKER_RESET="1.0",
-    )
-    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_TIMEOUT_MS="1500",
-                               VVP_FR_TIMEOUT_MS="3000")  # fmt: skip
-    edge = Edge(tmp_path, simulator, helper, kamailio)
-    try:
-        yield edge
-    finally:
-        # Tests replace processes (restarts): stop what the edge holds now.
-        for process in (edge.kamailio, edge.helper, edge.simulator):
-            process.stop()
+    """A fresh edge per test (tests break and restart its processes)."""
+    with running_edge(
+        tmp_path, helper_env=FAULT_HELPER_ENV, kamailio_env=FAULT_KAMAILIO_ENV
+    ) as started:
+        yield started
 
 
 @pytest.mark.parametrize(
@@ -141,28 +108,27 @@ def test_verifier_refusing_connections_then_coming_back(edge: Edge) -> None:
 def test_breaker_answers_fast_while_open(edge: Edge) -> None:
     edge.simulator.set_faults(mode="hang")
     one_final_each(edge.calls(6, rate=20), 6)  # opens the breaker
-    started = time.monotonic()
+    asked = edge.simulator.verify_requests()
+    timeouts = edge.metric("vvp_helper_verifier_failures_total", kind="timeout")
     answers = one_final_each(edge.calls(20, rate=200), 20)
     assert answers == Counter({(302, "EXT_VERIFIER_BREAKER_OPEN"): 20})
-    # No call waited for the 0.5 s verifier timeout.
-    assert time.monotonic() - started < 2.0
+    # No call waited for the 0.5 s verifier timeout: none was sent to the verifier, and
+    # no verifier timeout was counted (how fast the open breaker answers is a figure for
+    # tests/load/verifier_saturation.py, not a test).
+    assert edge.simulator.verify_requests() == asked
+    assert edge.metric("vvp_helper_verifier_failures_total", kind="timeout") == timeouts
 
 
 def test_slow_verifier_past_the_concurrency_limit_sheds_load(tmp_path: Path) -> None:
-    simulator = Simulator.create(tmp_path, latency_ms=400)
-    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_CONCURRENCY="4",
-                           VVP_VERIFIER_TIMEOUT="1.0", VVP_HELPER_DEADLINE="1.5")  # fmt: skip
-    kamailio = Kamailio.create(tmp_path, helper.decide_url)
-    try:
-        edge = Edge(tmp_path, simulator, helper, kamailio)
+    helper_env = {"VVP_VERIFIER_CONCURRENCY": "4", **TEST_HELPER_ENV}
+    with running_edge(
+        tmp_path, helper_env=helper_env, kamailio_env={}, faults={"latency_ms": 400}
+    ) as edge:
         answers = one_final_each(edge.calls(60, rate=100), 60)
         # At most 4 verifications at once: the others are shed at once, never queued.
         assert answers[(302, None)] >= 4
         assert answers[(302, "EXT_VERIFIER_OVERLOADED")] >= 20, answers
         assert set(answers) <= {(302, None), (302, "EXT_VERIFIER_OVERLOADED")}
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 def test_a_burst_against_a_slow_verifier_gets_fast_answers_past_the_limit(
@@ -174,19 +140,14 @@ def test_a_burst_against_a_slow_verifier_gets_fast_answers_past_the_limit(
     # answers, none of which is back within the burst) and answers the rest at once with
     # the error policy (EXT_VERIFIER_OVERLOADED): a verifier of unknown capacity is not
     # sent a burst it may not drain.
-    simulator = Simulator.create(tmp_path, latency_ms=1500)
-    helper = Helper.create(tmp_path, simulator.url)
-    kamailio = Kamailio.create(tmp_path, helper.decide_url)
-    try:
-        edge = Edge(tmp_path, simulator, helper, kamailio)
+    with running_edge(
+        tmp_path, helper_env={}, kamailio_env={}, faults={"latency_ms": 1500}
+    ) as edge:
         answers = one_final_each(edge.calls(300, rate=600), 300)
         assert set(answers) <= {(302, None), (302, "EXT_VERIFIER_OVERLOADED")}, answers
         assert answers[(302, None)] >= 20
-        assert metric(kamailio.metrics_url, "kamailio_script_vvp_shed") == 0
-        assert simulator.verify_requests() == answers[(302, None)]
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
+        assert metric(edge.kamailio.metrics_url, "kamailio_script_vvp_shed") == 0
+        assert edge.simulator.verify_requests() == answers[(302, None)]
 
 
 def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> None:
@@ -204,11 +165,13 @@ def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> No
              "-timeout", "60s", "-timeout_error"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
-        time.sleep(1.5)
+        # Killed once it is busy deciding, with most of the 400 calls still to come.
+        first_decisions = f"{first.url}/metrics"
+        wait_until(lambda: metric(first_decisions, "vvp_helper_decisions_total") >= 50, 30)
         assert first.proc is not None
         os.kill(first.proc.pid, signal.SIGKILL)  # no goodbye
         assert sipp.wait(timeout=90) == 0
-        from harness import _parse_messages
+        from tests.support.harness import _parse_messages
 
         received, _ = _parse_messages((tmp_path / "kill.msg").read_text(errors="replace"))
         run = SippRun(0, received, [], "", {})
@@ -216,6 +179,7 @@ def test_helper_killed_under_load_second_helper_takes_over(tmp_path: Path) -> No
         # Every call verified by one helper or the other: none fell back, none lost.
         assert answers == Counter({(302, None): 400}), answers
         assert "asking the second helper" in kamailio.output()
+        assert metric(f"{second.url}/metrics", "vvp_helper_decisions_total") > 0
         # Taken over by the second helper, not answered by Kamailio's fallback (whose
         # 302 has no X-VVP-Error either).
         assert not any(m.header("X-VVP-Edge-Fallback") for m in run.finals())
@@ -270,14 +234,13 @@ def test_calls_past_the_admission_cap_get_an_immediate_503_with_retry_after(
 ) -> None:
     # Every verification takes 0.6 s and Kamailio admits 5 calls into decision at once:
     # of 40 calls sent in 0.4 s, those beyond the 5 are overload, answered at once.
-    simulator = Simulator.create(tmp_path, latency_ms=600)
-    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_TIMEOUT="2.0",
-                           VVP_HELPER_DEADLINE="2.5")  # fmt: skip
-    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_MAX_IN_DECISION="5",
-                               VVP_SHED_RETRY_AFTER="3")  # fmt: skip
-    try:
-        edge = Edge(tmp_path, simulator, helper, kamailio)
-        started = time.monotonic()
+    with running_edge(
+        tmp_path,
+        helper_env={"VVP_VERIFIER_TIMEOUT": "2.0", "VVP_HELPER_DEADLINE": "2.5"},
+        kamailio_env={"VVP_MAX_IN_DECISION": "5", "VVP_SHED_RETRY_AFTER": "3"},
+        faults={"latency_ms": 600},
+    ) as edge:
+        kamailio = edge.kamailio
         run = edge.calls(40, rate=100)
         answers = one_final_each(run, 40)
         assert set(answers) <= {(302, None), (503, None)}, answers
@@ -286,8 +249,11 @@ def test_calls_past_the_admission_cap_get_an_immediate_503_with_retry_after(
         shed = [m for m in run.finals() if m.code == 503]
         assert all(m.header("Retry-After") == "3" for m in shed)
         assert all("Edge Overloaded" in m.first_line for m in shed)
-        # Nobody waited in a queue: the admitted calls took their 0.6 s, the shed none.
-        assert time.monotonic() - started < 4.0
+        # Nobody waited in a queue: the shed calls never reached the helper, which
+        # decided (and verified) exactly the admitted ones (how soon the shed answer
+        # comes is measured by tests/load/ramp.py past the knee, not asserted here).
+        assert edge.decisions() == answers[(302, None)]
+        assert edge.simulator.verify_requests() == answers[(302, None)]
         # Every admitted call left decision again (no count leaks), so calls are admitted
         # once the overload is over.
         assert kamailio.in_decision() == 0
@@ -298,23 +264,20 @@ def test_calls_past_the_admission_cap_get_an_immediate_503_with_retry_after(
             kamailio.metrics_url, "kamailio_vvp_replies_total", code="503", source="shed"
         )
         assert shed_replies == answers[(503, None)]
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 def test_admission_count_returns_to_zero_whatever_ends_the_decision(tmp_path: Path) -> None:
     # Calls leave decision by a helper answer, a helper timeout, an unreachable helper
     # (with and without a second helper to try) and a CANCEL: the count must come back to
     # 0 after each, or Kamailio would end up shedding every call.
-    simulator = Simulator.create(tmp_path)
-    helper = Helper.create(tmp_path, simulator.url, VVP_VERIFIER_TIMEOUT="2.0",
-                           VVP_HELPER_DEADLINE="2.5")  # fmt: skip
     dead_url = f"http://127.0.0.1:{free_port()}/v1/decide"
-    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_URL2=dead_url,
-                               VVP_HELPER_TIMEOUT_MS="1000", VVP_FR_TIMEOUT_MS="3000")  # fmt: skip
-    try:
-        edge = Edge(tmp_path, simulator, helper, kamailio)
+    with running_edge(
+        tmp_path,
+        helper_env={"VVP_VERIFIER_TIMEOUT": "2.0", "VVP_HELPER_DEADLINE": "2.5"},
+        kamailio_env={"VVP_HELPER_URL2": dead_url, "VVP_HELPER_TIMEOUT_MS": "1000",
+                      "VVP_FR_TIMEOUT_MS": "3000"},
+    ) as edge:  # fmt: skip
+        simulator, helper, kamailio = edge.simulator, edge.helper, edge.kamailio
         # Answered, half of them after the dead second helper was tried first.
         assert one_final_each(edge.calls(20, rate=50), 20) == Counter({(302, None): 20})
         assert kamailio.in_decision() == 0
@@ -329,9 +292,6 @@ def test_admission_count_returns_to_zero_whatever_ends_the_decision(tmp_path: Pa
         down = edge.calls(6, rate=20)
         assert {m.header("X-VVP-Edge-Fallback") for m in down.finals()} == {"helper-unavailable"}
         assert kamailio.in_decision() == 0
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 def test_helper_requires_the_shared_secret_when_configured(tmp_path: Path) -> None:

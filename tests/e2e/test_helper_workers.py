@@ -13,7 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import (
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.harness import (
     Helper,
     Kamailio,
     Simulator,
@@ -23,9 +26,8 @@ from harness import (
     identity_csv,
     running,
 )
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.parser import text_string_to_metric_families
-from sipp_scenarios import invite_any_final
+from tests.support.sipp_scenarios import invite_any_final
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,13 +38,6 @@ VERIFIED = f"<sip:{DEST}@verified.carrier.example>"
 def workers_of(parent: int) -> set[int]:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     return {int(pid) for pid in children}
-
-
-def wait_for(condition: object, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +58,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
     with running(simulator, helper, kamailio):
         assert helper.proc is not None
         parent = helper.proc.pid
-        wait_for(lambda: len(workers_of(parent)) == 2)
+        wait_until(lambda: len(workers_of(parent)) == 2, 20)
         before = workers_of(parent)
 
         calls = 600
@@ -78,7 +73,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
         )  # fmt: skip
         # Under traffic (after ~200 calls), one worker dies without a goodbye.
-        wait_for(lambda: messages.exists() and messages.stat().st_size > 200 * 1500)
+        wait_until(lambda: messages.exists() and messages.stat().st_size > 200 * 1500, 20)
         victim = min(before)
         os.kill(victim, sig)
         assert sipp.wait(timeout=90) == 0
@@ -101,7 +96,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
             assert answers[(302, VERIFIED)] + len(fallbacks) == calls
 
         # The parent started another worker in the dead one's place.
-        wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
+        wait_until(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent), 20)
         assert f"ended ({ended}); starting another" in helper.output()
 
 
@@ -111,10 +106,10 @@ def test_the_parent_passes_sighup_and_sigterm_to_every_worker(tmp_path: Path) ->
     with running(simulator, helper):
         assert helper.proc is not None
         parent = helper.proc.pid
-        wait_for(lambda: len(workers_of(parent)) == 3)
+        wait_until(lambda: len(workers_of(parent)) == 3, 20)
         workers = workers_of(parent)
         os.kill(parent, signal.SIGHUP)  # a policy reload, as systemd's ExecReload sends
-        wait_for(lambda: helper.output().count("policy reload (sighup)") == 3)
+        wait_until(lambda: helper.output().count("policy reload (sighup)") == 3, 20)
         assert workers_of(parent) == workers  # reloaded in place, not restarted
         helper.proc.send_signal(signal.SIGTERM)
         assert helper.proc.wait(timeout=15) == 0
@@ -188,7 +183,7 @@ def test_metrics_count_every_worker_and_a_dead_one_s_counters_stay(tmp_path: Pat
     with running(simulator, helper):
         assert helper.proc is not None
         parent = helper.proc.pid
-        wait_for(lambda: len(workers_of(parent)) == 2)
+        wait_until(lambda: len(workers_of(parent)) == 2, timeout=20)
         workers = workers_of(parent)
         directory = metrics_dir(helper)
 
@@ -216,8 +211,11 @@ def test_metrics_count_every_worker_and_a_dead_one_s_counters_stay(tmp_path: Pat
         # A worker dies: what it counted still counts, its gauges do not linger.
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        wait_for(lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent))
-        wait_for(lambda: all(v is not None for v in limits().values()))  # the new one is up
+        wait_until(
+            lambda: len(workers_of(parent)) == 2 and victim not in workers_of(parent), timeout=20
+        )
+        # The new worker is up.
+        wait_until(lambda: all(v is not None for v in limits().values()), timeout=20)
         page = scrape(helper)
         assert page[DECISIONS] == sent
         assert page[LIMIT] == sum(v or 0 for v in limits().values())

@@ -7,7 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import KAMAILIO_CFG, kamailio_binary
+
+from tests.support.harness import KAMAILIO_CFG, kamailio_binary
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from harness import REPO, Kamailio
+
+from tests.support.harness import REPO, Kamailio
 
 pytestmark = pytest.mark.e2e
 

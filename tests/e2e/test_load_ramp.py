@@ -39,10 +39,13 @@ def test_ramp_reports_each_step_and_the_ratio(tmp_path: Path) -> None:
         # Each kind got its own outcome, as many times as it was sent (3:1:1).
         outcomes = {k: v for k, v in step["outcomes"].items() if v}
         assert outcomes == {"valid": calls * 3 // 5, "invalid": calls // 5, "missing": calls // 5}
-        # The warm-up ran at the step's rate and is not counted in the step.
-        assert step["warmup"]["duration"] == 2 and step["warmup"]["failed"] == 0
-        assert step["warmup"]["achieved"] > 0.8 * step["offered"]
-        assert 0 <= step["p50_ms"] <= step["p99_ms"] < 1000
+        # The warm-up ran at the step's rate (its 2 s of calls, each answered) and is not
+        # counted in the step.
+        warmup = step["warmup"]
+        assert warmup["duration"] == 2 and warmup["failed"] == 0
+        assert warmup["calls"] == warmup["answered"] == int(step["offered"] * 2)
+        # Response times are the benchmark's figures to report, not this test's to bound.
+        assert 0 <= step["p50_ms"] <= step["p99_ms"]
         assert step["cpu_percent"]["helper1"] > 0 and step["pss_mb"]["kamailio"] > 0
     full = max(s["achieved"] for s in steps)
     assert summary["ratio"] == pytest.approx(full / baseline["achieved"], abs=0.001)

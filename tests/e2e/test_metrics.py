@@ -7,8 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Prometheus, Simulator, identity_csv, run_sipp
-from sipp_scenarios import invite_any_final
+
+from tests.support.harness import Helper, Kamailio, Prometheus, Simulator, identity_csv, run_sipp
+from tests.support.sipp_scenarios import invite_any_final
 
 pytestmark = [
     pytest.mark.e2e,

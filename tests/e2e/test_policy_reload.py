@@ -8,26 +8,24 @@ import os
 import re
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from harness import (
+
+from tests.support.edge import Edge
+from tests.support.harness import (
     DEFAULT_POLICY,
     Helper,
-    Kamailio,
-    Simulator,
     free_port,
     http_json,
     identity_csv,
     run_sipp,
 )
-from sipp_scenarios import invite_any_final, invite_expecting
-
+from tests.support.sipp_scenarios import invite_any_final, invite_expecting
+from tests.support.waiting import wait_until
 from vvp_simulator.passport import mint
 
 pytestmark = pytest.mark.e2e
@@ -64,16 +62,6 @@ def policy_sha(helper: Helper) -> str:
     return str(ready["policy_sha256"])
 
 
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
-
-
 def metric(helper: Helper, name: str) -> float:
     text = urllib.request.urlopen(f"{helper.url}/metrics", timeout=5).read().decode()
     match = re.search(rf"^{name} (\S+)$", text, re.M)
@@ -81,13 +69,12 @@ def metric(helper: Helper, name: str) -> float:
     return float(match.group(1))
 
 
-@dataclass
-class LiveEdge:
-    workdir: Path
-    policy: Path
-    simulator: Simulator
-    helper: Helper
-    kamailio: Kamailio
+class LiveEdge(Edge):
+    """An edge whose helper watches ``policy`` and pushes its fallback to Kamailio."""
+
+    @property
+    def policy(self) -> Path:
+        return self.workdir / "policy.yaml"
 
     def valid_call(self) -> dict[str, str | None]:
         headers = [f"Identity: {mint('valid', ORIG, DEST).identity_header()}"]
@@ -107,30 +94,27 @@ def edge(tmp_path: Path) -> Iterator[LiveEdge]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(versioned_policy("v1"))
     http_port = free_port()
-    simulator = Simulator.create(tmp_path)
     # The helper pushes its on_error fallback to Kamailio's JSON-RPC port; it retries
     # every 0.5 s, so it does not matter that Kamailio starts after it.
-    helper = Helper.create(
-        tmp_path,
-        simulator.url,
-        policy=policy,
-        VVP_POLICY_WATCH_INTERVAL="0.2",
-        VVP_KAMAILIO_RPC=f"http://127.0.0.1:{http_port}/RPC",
-        VVP_FALLBACK_PUSH_INTERVAL="0.5",
+    helper_env = {
+        "VVP_POLICY_WATCH_INTERVAL": "0.2",
+        "VVP_KAMAILIO_RPC": f"http://127.0.0.1:{http_port}/RPC",
+        "VVP_FALLBACK_PUSH_INTERVAL": "0.5",
+    }
+    started = LiveEdge.start(
+        tmp_path, policy, helper_env=helper_env, kamailio_env={"VVP_HTTP_PORT": str(http_port)}
     )
-    kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HTTP_PORT=str(http_port))
     try:
-        yield LiveEdge(tmp_path, policy, simulator, helper, kamailio)
+        yield started
     finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
+        started.stop()
 
 
 def test_policy_edit_changes_the_next_call_without_restart(edge: LiveEdge) -> None:
     assert edge.valid_call()["version"] == "v1"
     before = policy_sha(edge.helper)
     replace_file(edge.policy, versioned_policy("v2"))
-    wait_for(lambda: policy_sha(edge.helper) != before)
+    wait_until(lambda: policy_sha(edge.helper) != before)
     answer = edge.valid_call()
     assert answer["version"] == "v2"
     assert answer["contact"] == f"<sip:{DEST}@verified-v2.carrier.example>"
@@ -139,7 +123,7 @@ def test_policy_edit_changes_the_next_call_without_restart(edge: LiveEdge) -> No
 def test_broken_policy_keeps_the_last_good_one_and_says_so(edge: LiveEdge) -> None:
     good = policy_sha(edge.helper)
     replace_file(edge.policy, "policies:\n  on_valid:\n    action: teleport\n")
-    wait_for(lambda: metric(edge.helper, "vvp_helper_policy_last_reload_successful") == 0)
+    wait_until(lambda: metric(edge.helper, "vvp_helper_policy_last_reload_successful") == 0)
     assert policy_sha(edge.helper) == good
     assert edge.valid_call()["version"] == "v1"
     assert "policy.yaml:3:13: bad-action" in edge.helper.output()
@@ -152,7 +136,7 @@ def test_broken_policy_keeps_the_last_good_one_and_says_so(edge: LiveEdge) -> No
     assert "policy.yaml:3:13: bad-action" in problems
     assert "missing-section" in problems
     replace_file(edge.policy, versioned_policy("v3"))
-    wait_for(lambda: metric(edge.helper, "vvp_helper_policy_last_reload_successful") == 1)
+    wait_until(lambda: metric(edge.helper, "vvp_helper_policy_last_reload_successful") == 1)
     assert edge.valid_call()["version"] == "v3"
 
 
@@ -161,7 +145,7 @@ def test_sighup_reloads(edge: LiveEdge) -> None:
     edge.policy.write_text(versioned_policy("v4"))
     assert edge.helper.proc is not None
     os.kill(edge.helper.proc.pid, signal.SIGHUP)
-    wait_for(lambda: policy_sha(edge.helper) != before)
+    wait_until(lambda: policy_sha(edge.helper) != before)
     assert edge.valid_call()["version"] == "v4"
 
 
@@ -222,7 +206,7 @@ def test_kamailio_fallback_follows_the_policy_on_error(edge: LiveEdge) -> None:
             return False
         return isinstance(item, dict) and item.get("item", {}).get("value") == "503"
 
-    wait_for(kamailio_has_it)
+    wait_until(kamailio_has_it)
     edge.helper.stop()  # the helper dies; Kamailio must answer from what it was given
 
     scenario = invite_expecting(

@@ -6,52 +6,25 @@ fail-open route. No timing assertions: each test polls for the state it expects.
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Helper, Kamailio, Simulator, SippRun, identity_csv, run_sipp
-from sipp_scenarios import invite_any_final
-from test_faults import metric, one_final_each
+
+from tests.support.edge import Edge, one_final_each
+from tests.support.harness import SippRun
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
 CRASH = "crash-"
 
 
-class Edge:
-    def __init__(self, workdir: Path, simulator: Simulator, helper: Helper, kamailio: Kamailio):
-        self.workdir, self.simulator, self.helper, self.kamailio = (
-            workdir, simulator, helper, kamailio,
-        )  # fmt: skip
-
-    def calls(self, count: int, rate: float = 50, kind: str = "valid",
-              call_id_prefix: str = "") -> SippRun:  # fmt: skip
-        csv = identity_csv(self.workdir / f"ids-{time.monotonic_ns()}.csv", [kind], count)
-        scenario = invite_any_final(self.workdir / "any.xml", csv=True)
-        extra = ["-cid_str", f"{call_id_prefix}%u-%p@%s"] if call_id_prefix else []
-        run = run_sipp(scenario, self.kamailio.port, self.workdir, calls=count, rate=rate,
-                       csv=csv, timeout=60, extra=extra)  # fmt: skip
-        assert run.returncode == 0, run.stdout[-3000:]
-        return run
-
-    def metric(self, name: str, **labels: str) -> float:
-        return metric(f"{self.helper.url}/metrics", name, **labels)
-
-    def stop(self) -> None:
-        for process in (self.kamailio, self.helper, self.simulator):
-            process.stop()
-
-
 def start(workdir: Path, sim: dict[str, object] | None = None, **helper_env: str) -> Edge:
-    simulator = Simulator.create(workdir)
-    if sim:
-        simulator.set_faults(**sim)
-    helper = Helper.create(workdir, simulator.url, **helper_env)
-    kamailio = Kamailio.create(workdir, helper.decide_url)
-    return Edge(workdir, simulator, helper, kamailio)
+    """An edge on the helper's and Kamailio's own defaults but for ``helper_env``, the
+    simulator with the faults ``sim``."""
+    return Edge.start(workdir, helper_env=helper_env, kamailio_env={}, faults=sim)
 
 
 @pytest.fixture
@@ -62,13 +35,6 @@ def edges(tmp_path: Path) -> Iterator[list[Edge]]:
     finally:
         for edge in made:
             edge.stop()
-
-
-def poll(condition: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.05)
 
 
 def test_a_full_limit_answers_overloaded_at_once(tmp_path: Path, edges: list[Edge]) -> None:
@@ -102,11 +68,11 @@ def test_the_limit_falls_when_the_verifier_slows_down(tmp_path: Path, edges: lis
         # While the verifier keeps up, the limit has no reason to move from its start.
         # Enough answers first for the limiter's long-run latency to be learnt (its first
         # 10 windows are a plain mean: a slowdown inside them would be learnt as normal).
-        poll(lambda: edge.metric("vvp_helper_decisions_total", outcome="valid") > 400)
+        wait_until(lambda: edge.metric("vvp_helper_decisions_total", outcome="valid") > 400, 30)
         before = edge.metric("vvp_helper_verifier_concurrency_limit")
         assert before >= 16
         edge.simulator.set_faults(latency_factor=10)  # now 10 verifications/s, 200 ms each
-        poll(lambda: edge.metric("vvp_helper_verifier_concurrency_limit") < before / 2, 60)
+        wait_until(lambda: edge.metric("vvp_helper_verifier_concurrency_limit") < before / 2, 60)
         assert edge.metric("vvp_helper_verifier_breaker_state") == 0  # the limiter's job
     finally:
         stop.set()
@@ -149,7 +115,7 @@ def test_crafted_verifier_500s_get_403_and_genuine_calls_keep_valid(
     results: dict[str, SippRun] = {}
 
     def send(name: str, kind: str, prefix: str) -> None:
-        results[name] = edge.calls(100, rate=50, kind=kind, call_id_prefix=prefix)
+        results[name] = edge.calls(100, rate=50, kinds=(kind,), call_id_prefix=prefix)
 
     threads = [
         threading.Thread(target=send, args=("genuine", "valid", "")),

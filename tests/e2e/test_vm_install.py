@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Process, free_port, run_sipp, running, wait_http
-from sipp_scenarios import invite_expecting, request_expecting
 
+from tests.support.harness import REPO, Process, free_port, run_sipp, running, wait_http
+from tests.support.sipp_scenarios import invite_expecting, request_expecting
 from vvp_simulator.passport import mint
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

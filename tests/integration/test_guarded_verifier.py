@@ -9,8 +9,9 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-from test_verifier_client import set_faults, valid_request
 
+from tests.support.simulator_api import set_faults_at
+from tests.support.verifier_requests import valid_request
 from vvp_helper.errors import VerifierHTTPError, VerifierRefusedRequest
 from vvp_helper.metrics import Metrics
 from vvp_helper.verifier.client import VerifierClient, VerifyRequest
@@ -25,7 +26,7 @@ def marked(request: VerifyRequest) -> VerifyRequest:
 
 @pytest.fixture
 async def guarded(simulator_url: str) -> AsyncIterator[GuardedVerifier]:
-    await set_faults(simulator_url, crash_call_id_prefix=CRASH)
+    await set_faults_at(simulator_url, crash_call_id_prefix=CRASH)
     verifier = GuardedVerifier(
         VerifierClient(f"{simulator_url}/verify", timeout=2.0), metrics=Metrics()
     )
@@ -57,7 +58,7 @@ async def test_a_500_with_no_verdict_seen_is_the_verifier_s(guarded: GuardedVeri
 
 async def test_the_simulator_crash_answer_is_the_real_verifier_s(simulator_url: str) -> None:
     # HTTP 500, text/plain, no "Connection: close", and then the connection is closed.
-    await set_faults(simulator_url, crash_call_id_prefix=CRASH)
+    await set_faults_at(simulator_url, crash_call_id_prefix=CRASH)
     host, port = simulator_url.removeprefix("http://").split(":")
     body = json.dumps(marked(valid_request()).body()).encode()
     reader, writer = await asyncio.open_connection(host, int(port))

@@ -10,35 +10,18 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeHelper
 
+from tests.support.decisions import DEST, ORIG, kamailio_body
+from tests.support.servers import ServeHelper
 from vvp_helper.config import Settings
 from vvp_simulator.passport import mint
 
-ORIG = "+441923311001"
-DEST = "+441923311006"
 REPO = Path(__file__).resolve().parents[2]
 
 
 def call(**overrides: Any) -> dict[str, Any]:
-    """A decision request as kamailio.cfg route[ASK_HELPER] builds it."""
-    body: dict[str, Any] = {
-        "method": "INVITE",
-        "request_uri": f"sip:{DEST}@edge.example",
-        "from_uri": f"sip:{ORIG}@peer.example",
-        "to_uri": f"sip:{DEST}@edge.example",
-        "call_id": "abc123@peer",
-        "cseq": 1,
-        "source_ip": "192.0.2.10",
-        "source_port": 5060,
-        "transport": "udp",
-        "received_at": time.time(),
-        "identity": [],
-        "p_vvp_identity": [],
-        "p_vvp_passport": [],
-    }
-    body.update(overrides)
-    return body
+    """A decision request as kamailio.cfg route[ASK_HELPER] builds it, received now."""
+    return kamailio_body(**{"received_at": time.time(), **overrides})
 
 
 async def client_for(serve_helper: ServeHelper, settings: Settings) -> httpx.AsyncClient:

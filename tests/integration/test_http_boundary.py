@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeHelper
-from scripted import ScriptedVerifier, ok
 
+from tests.support.scripted import ScriptedVerifier, ok
+from tests.support.servers import ServeHelper
 from vvp_helper.config import Settings
 from vvp_simulator.passport import mint
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServeHelper
 
+from tests.support.servers import ServeHelper
+from tests.support.waiting import wait_until, wait_until_async
 from vvp_helper.config import Settings
 from vvp_helper.sip.replay import RedisReplayStore
 from vvp_simulator.passport import mint
@@ -39,14 +40,16 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
          "--appendonly", "no", "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
         except OSError:
-            time.sleep(0.05)
+            return False
+        return True
+
     try:
+        wait_until(listening, 10, "redis-server did not listen")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.terminate()
@@ -94,8 +97,14 @@ async def test_entries_expire_with_the_passport(redis_url: str) -> None:
     try:
         assert await store.first_seen("k1", "call-1", ttl=0.2) == "call-1"
         assert await store.first_seen("k1", "call-2", ttl=0.2) == "call-1"
-        time.sleep(0.35)
-        assert await store.first_seen("k1", "call-3", ttl=0.2) == "call-3"
+
+        # Redis expires the entry after its 0.2 s: a later call is then the first seen.
+        # Polled (each look, before expiry, only finds call-1 again); never expiring
+        # fails the wait.
+        async def first_seen_anew() -> bool:
+            return await store.first_seen("k1", "call-3", ttl=0.2) == "call-3"
+
+        await wait_until_async(first_seen_anew, 5, "the entry did not expire")
     finally:
         await store.close()
 

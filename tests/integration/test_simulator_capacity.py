@@ -7,14 +7,14 @@ import asyncio
 
 import httpx
 import pytest
-from test_simulator_server import base_url, client, post_verify, set_faults  # noqa: F401
 
+from tests.support.simulator_api import post_verify, set_faults
 from vvp_simulator.capacity import Load
 from vvp_simulator.faults import Faults
 
 
 async def test_concurrent_first_calls_for_a_dossier_each_pay_the_cold_time(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
 ) -> None:
     await set_faults(client, cold_ms=300, capacity=1000)
     first = await asyncio.gather(*(post_verify(client) for _ in range(5)))
@@ -27,7 +27,7 @@ async def test_concurrent_first_calls_for_a_dossier_each_pay_the_cold_time(
 
 
 async def test_a_marked_call_id_gets_the_crash_answer_others_their_verdict(
-    client: httpx.AsyncClient,  # noqa: F811
+    client: httpx.AsyncClient,
 ) -> None:
     await set_faults(client, crash_call_id_prefix="call-")  # request_for uses call-1@edge
     crashed = await post_verify(client)

@@ -7,69 +7,25 @@ import contextlib
 import json
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import Process, free_port, wait_http
 
-from vvp_simulator.faults import Faults
+from tests.support.harness import Process, free_port, wait_http
+from tests.support.simulator_api import DEST, ORIG, post_verify, set_faults, verify_body
+from tests.support.waiting import wait_until_async
 from vvp_simulator.keys import SigningKey, b64url_decode, decode_signature
 from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint, sign_jwt
 from vvp_simulator.server import SimulatorSettings, start
 from vvp_simulator.verdict import RESPONSE_KEYS
 
-ORIG = "+441923311001"
-DEST = "+441923311006"
 
-
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    server, port = await start(SimulatorSettings(port=0, faults=Faults(), rng_seed=7))
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=5.0) as c:
-        yield c
-
-
-def request_for(m: MintedIdentity) -> tuple[dict[str, str], dict[str, Any]]:
-    now = datetime.now(UTC).isoformat()
-    body = {
-        "passport_jwt": m.passport_jwt,
-        "context": {
-            "call_id": "call-1@edge",
-            "received_at": now,
-            "sip": {
-                "from_uri": f"sip:{m.orig}@carrier.example",
-                "to_uri": f"sip:{m.dest}@carrier.example",
-                "invite_time": now,
-                "cseq": 1,
-            },
-        },
-    }
-    return {"VVP-Identity": m.vvp_identity}, body
-
-
-async def post_verify(client: httpx.AsyncClient, kind: str = "valid") -> httpx.Response:
-    headers, body = request_for(mint(kind, ORIG, DEST))
-    return await client.post("/verify", headers=headers, json=body)
-
-
-async def set_faults(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
-    resp = await client.post("/_sim/faults", json=changes)
-    assert resp.status_code == 200, resp.text
-    result: dict[str, Any] = resp.json()
-    return result
+async def verify_requests_seen(client: httpx.AsyncClient, count: int) -> bool:
+    """Whether the simulator has received ``count`` /verify requests by now."""
+    stats = (await client.get("/_sim/stats")).json()
+    return bool(stats["verify_requests"] == count)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +55,7 @@ async def test_brand_and_cache_hit_on_second_call(client: httpx.AsyncClient) -> 
 async def test_missing_vvp_identity_header_is_a_verdict_not_an_http_error(
     client: httpx.AsyncClient,
 ) -> None:
-    _, body = request_for(mint("valid", ORIG, DEST))
+    _, body = verify_body(mint("valid", ORIG, DEST))
     resp = await client.post("/verify", json=body)
     assert resp.status_code == 200
     assert resp.json()["errors"][0]["code"] == "VVP_IDENTITY_MISSING"
@@ -116,7 +72,7 @@ async def test_missing_vvp_identity_header_is_a_verdict_not_an_http_error(
 async def test_missing_required_field_is_422_fastapi_shape(
     client: httpx.AsyncClient, drop: str, loc: list[str]
 ) -> None:
-    headers, body = request_for(mint("valid", ORIG, DEST))
+    headers, body = verify_body(mint("valid", ORIG, DEST))
     if drop == "passport_jwt":
         del body["passport_jwt"]
     else:
@@ -162,11 +118,10 @@ async def test_hang_mode_times_the_client_out_and_server_survives(
     client: httpx.AsyncClient,
 ) -> None:
     await set_faults(client, mode="hang")
-    started = time.monotonic()
+    # A read timeout: connected and sent, and no answer came (not refused, not reset).
     with pytest.raises(httpx.ReadTimeout):
-        headers, body = request_for(mint("valid", ORIG, DEST))
+        headers, body = verify_body(mint("valid", ORIG, DEST))
         await client.post("/verify", headers=headers, json=body, timeout=0.3)
-    assert time.monotonic() - started >= 0.3
     await set_faults(client, mode="normal")
     assert (await post_verify(client)).status_code == 200
 
@@ -180,15 +135,16 @@ async def test_reset_mode_drops_the_connection(client: httpx.AsyncClient) -> Non
 
 
 async def test_latency_delays_the_answer(client: httpx.AsyncClient) -> None:
-    started = time.monotonic()
-    await post_verify(client)
-    fast = time.monotonic() - started
-    await set_faults(client, latency_ms=250)
-    started = time.monotonic()
-    resp = await post_verify(client)
-    slow = time.monotonic() - started
-    assert resp.status_code == 200
-    assert slow >= 0.25 and slow > fast
+    # Shown by order, not by a stopwatch: a call sent while the latency is set is still
+    # unanswered after a call sent once it is cleared has been answered (the simulator
+    # takes each call's faults when the call arrives).
+    await set_faults(client, latency_ms=1000)
+    slow = asyncio.ensure_future(post_verify(client))
+    await wait_until_async(lambda: verify_requests_seen(client, 1))
+    await set_faults(client, latency_ms=0)
+    assert (await post_verify(client)).status_code == 200
+    assert not slow.done()
+    assert (await slow).status_code == 200
 
 
 async def test_error_rate_fails_that_fraction_reproducibly(client: httpx.AsyncClient) -> None:
@@ -361,7 +317,7 @@ async def test_cli_csv_rows_verify_against_the_server(
     for line in out.read_text(encoding="ascii").splitlines()[1:]:
         orig, dest, jwt, kid, vvp_identity, kind = line.split(";")
         m = MintedIdentity(jwt, vvp_identity, kid, orig, dest, kind)
-        headers, body = request_for(m)
+        headers, body = verify_body(m)
         statuses.append((await client.post("/verify", headers=headers, json=body)).json())
     assert [s["overall_status"] for s in statuses] == ["VALID", "INVALID", "INDETERMINATE"]
 
@@ -374,7 +330,7 @@ async def test_signature_forms_and_aid_forms_are_valid_over_http(
     client: httpx.AsyncClient, sig_form: str, aid_code: str
 ) -> None:
     m = mint("valid", ORIG, DEST, sig_form=sig_form, aid_code=aid_code)
-    headers, body = request_for(m)
+    headers, body = verify_body(m)
     data = (await client.post("/verify", headers=headers, json=body)).json()
     assert (data["overall_status"], data["errors"]) == ("VALID", None)
     assert data["signer_aid"] == DEMO_ISSUER.aid_for(aid_code)
@@ -404,7 +360,7 @@ def test_cli_trust_aid_trusts_an_issuer_by_its_public_aid(tmp_path: Path) -> Non
         wait_http(f"{url}/healthz")
 
         def judge(m: MintedIdentity) -> tuple[str, list[str]]:
-            headers, body = request_for(m)
+            headers, body = verify_body(m)
             data = httpx.post(f"{url}/verify", headers=headers, json=body, timeout=5).json()
             return data["overall_status"], [e["code"] for e in data["errors"] or []]
 
@@ -474,7 +430,7 @@ async def test_parser_crash_answers_500_text_then_closes_the_keepalive_connectio
 ) -> None:
     port = int(base_url.rsplit(":", 1)[1])
     m = mint("valid", ORIG, DEST)
-    headers, good = request_for(m)
+    headers, good = verify_body(m)
     bad = {**good, "passport_jwt": _without_kid(m)}
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -515,7 +471,7 @@ async def test_stale_revocation_fault_over_http(client: httpx.AsyncClient) -> No
     # A period shorter than any two calls: every cached call is stale.
     await set_faults(client, stale_revocation_every_s=1e-9)
     m = mint("valid", ORIG, DEST)
-    headers, body = request_for(m)
+    headers, body = verify_body(m)
     first = (await client.post("/verify", headers=headers, json=body)).json()
     second = (await client.post("/verify", headers=headers, json=body)).json()
     assert (first["overall_status"], first["cache_hit"]) == ("VALID", False)

@@ -10,35 +10,21 @@ import os
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import LocalPKI, free_port
 
+from tests.support.harness import LocalPKI, free_port
+from tests.support.verifier_requests import valid_request
+from tests.support.waiting import wait_until
 from vvp_helper.config import Settings
 from vvp_helper.errors import VerifierTLSError, VerifierUnreachable
-from vvp_helper.verifier.client import VerifierClient, VerifyRequest, proxy_from_env
+from vvp_helper.verifier.client import VerifierClient, proxy_from_env
 from vvp_simulator.faults import Faults
-from vvp_simulator.passport import mint
 from vvp_simulator.server import SimulatorSettings, start
 
 ORIG = "+441923311001"
 DEST = "+441923311006"
-
-
-def valid_request() -> VerifyRequest:
-    minted = mint("valid", ORIG, DEST)
-    now = datetime.now(UTC).isoformat()
-    return VerifyRequest(
-        vvp_identity=minted.vvp_identity,
-        passport_jwt=minted.passport_jwt,
-        call_id="tls-1@edge",
-        received_at=now,
-        from_uri=f"sip:{ORIG}@carrier.example",
-        to_uri=f"sip:{DEST}@carrier.example",
-        invite_time=now,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +65,7 @@ async def test_a_verifier_whose_certificate_is_trusted_answers(
 ) -> None:
     client = VerifierClient(verify_url, timeout=5, ca_file=pki.ca)
     try:
-        assert (await client.verify(valid_request())).overall_status == "VALID"
+        assert (await client.verify(valid_request("tls-1@edge"))).overall_status == "VALID"
     finally:
         await client.close()
 
@@ -91,9 +77,9 @@ async def test_an_untrusted_certificate_is_a_tls_error_that_says_why(
     try:
         with caplog.at_level(logging.ERROR, "vvp_helper.verifier.client"):
             with pytest.raises(VerifierTLSError) as caught:
-                await client.verify(valid_request())
+                await client.verify(valid_request("tls-1@edge"))
             with pytest.raises(VerifierTLSError):  # said once, not once per call
-                await client.verify(valid_request())
+                await client.verify(valid_request("tls-1@edge"))
     finally:
         await client.close()
     assert caught.value.code == "EXT_VERIFIER_TLS"
@@ -125,7 +111,7 @@ async def test_a_certificate_for_another_name_is_a_tls_error(tmp_path: Path) -> 
         with pytest.raises(
             VerifierTLSError, match="certificate verify failed: IP address mismatch"
         ):
-            await client.verify(valid_request())
+            await client.verify(valid_request("tls-1@edge"))
     finally:
         await client.close()
         await server.close()
@@ -136,7 +122,7 @@ async def test_mutual_tls_with_the_client_certificate_answers(pki: LocalPKI, mtl
         mtls_url, timeout=5, ca_file=pki.ca, client_cert=pki.client_cert, client_key=pki.client_key
     )
     try:
-        assert (await client.verify(valid_request())).overall_status == "VALID"
+        assert (await client.verify(valid_request("tls-1@edge"))).overall_status == "VALID"
     finally:
         await client.close()
 
@@ -151,7 +137,7 @@ async def test_mutual_tls_without_a_client_certificate_is_a_tls_error(
         # reset (or, if the alert arrives first, "certificate required"). Either way the
         # call gets no verdict, once: a fresh connection is not retried.
         with pytest.raises(VerifierUnreachable, match=r"certificate required|reset by peer"):
-            await client.verify(valid_request())
+            await client.verify(valid_request("tls-1@edge"))
     finally:
         await client.close()
 
@@ -194,16 +180,13 @@ def tinyproxy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                             stderr=subprocess.STDOUT)  # fmt: skip
     try:
         import socket
-        import time
 
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        def listening() -> bool:
             assert proc.poll() is None, "tinyproxy exited"
-            assert time.monotonic() < deadline, "tinyproxy did not listen"
-            time.sleep(0.05)
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, 10, "tinyproxy did not listen")
         yield f"http://127.0.0.1:{port}", log
     finally:
         proc.terminate()
@@ -225,7 +208,7 @@ async def test_https_through_a_forward_proxy(
     assert client.proxy == proxy_url
     try:
         for _ in range(3):
-            assert (await client.verify(valid_request())).overall_status == "VALID"
+            assert (await client.verify(valid_request("tls-1@edge"))).overall_status == "VALID"
     finally:
         await client.close()
     port = verify_url.split(":")[2].split("/")[0]

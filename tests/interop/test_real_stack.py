@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import DEFAULT_POLICY, Helper, Kamailio, SipMessage, run_sipp, running
-from sipp_scenarios import invite_expecting
+
+from tests.support.harness import DEFAULT_POLICY, Helper, Kamailio, SipMessage, run_sipp, running
+from tests.support.sipp_scenarios import invite_expecting
 
 REQUIRED = ("VVP_INTEROP_VERIFIER_URL", "VVP_INTEROP_ISSUER_URL", "VVP_INTEROP_ISSUER_KEY")
 _MISSING = [name for name in REQUIRED if not os.environ.get(name)]

@@ -49,11 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]  # ramp.py, then tests/harness.py
-
-from harness import Helper, Kamailio, Process, Simulator, free_port, http_json  # noqa: E402
-from ramp import (  # noqa: E402
+from tests.load.ramp import (
     CLK_TCK,
     REPO,
     cpu_ticks,
@@ -63,6 +59,7 @@ from ramp import (  # noqa: E402
     measure,
     prioritise,
 )
+from tests.support.harness import Helper, Kamailio, Process, Simulator, free_port, http_json
 
 #: What both targets must answer each call: a 302 carrying this header and value.
 VALID_ANSWER = ("X-VVP-Status", "^[[:space:]]*VALID[[:space:]]*$")

@@ -40,14 +40,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tests.support.harness import Helper, Kamailio, Process, Simulator, free_port
+from tests.support.sipp_scenarios import KNOWN_FINALS, invite_any_final
+from vvp_simulator.mint import write_csv
+from vvp_simulator.passport import mint
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-
-from harness import Helper, Kamailio, Process, Simulator, free_port  # noqa: E402
-from sipp_scenarios import KNOWN_FINALS, invite_any_final  # noqa: E402
-
-from vvp_simulator.mint import write_csv  # noqa: E402
-from vvp_simulator.passport import mint  # noqa: E402
 
 #: The outcome each minted kind must get (the simulator's documented behaviour).
 OUTCOME_OF = {

@@ -30,12 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "load"))
+from tests.load.ramp import SIPP_SOCKET_BUFFER, load_scenario, mint_step
+from tests.support.harness import Helper, Kamailio, Simulator, free_port, http_json, wait_http
 
-from harness import Helper, Kamailio, Simulator, free_port, http_json, wait_http  # noqa: E402
-from ramp import SIPP_SOCKET_BUFFER, load_scenario, mint_step  # noqa: E402
+REPO = Path(__file__).resolve().parents[2]
 
 CRASH_PREFIX = "crash-"
 SAMPLE_S = 0.1

@@ -7,11 +7,11 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.decisions import DEFAULT_POLICY, DEST, ORIG, call, decider, kamailio_body
 from vvp_helper.decision import (
     CALLER_FIELDS,
     MAX_FIELD_LEN,
@@ -19,60 +19,16 @@ from vvp_helper.decision import (
     REFUSAL_CAUSES,
     BadCallRequest,
     CallRequest,
-    Decider,
-    Decision,
     display_name,
     template_context,
     uri_user,
 )
 from vvp_helper.metrics import Metrics
 from vvp_helper.policy.load import TEMPLATE_VARIABLES, Policy, load_policy, parse_policy
-from vvp_helper.sip.identity import PrecheckSettings
-from vvp_helper.verifier.client import Verdict, VerifierClient
-from vvp_helper.verifier.guard import GuardedVerifier
+from vvp_helper.verifier.client import Verdict
 from vvp_simulator.passport import mint
 
-ORIG = "+441923311001"
-DEST = "+441923311006"
-DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policy" / "default.yaml"
 SEED = Path(__file__).parent / "fixtures" / "seed.good.yaml"
-
-
-def kamailio_body(**overrides: object) -> dict[str, object]:
-    """A decision request exactly as kamailio.cfg route[ASK_HELPER] builds it."""
-    body: dict[str, object] = {
-        "method": "INVITE",
-        "request_uri": f"sip:{DEST}@edge.example",
-        "from_uri": f"sip:{ORIG}@caller.example",
-        "to_uri": f"sip:{DEST}@edge.example",
-        "call_id": "a84b4c76e66710@pc33.example",
-        "cseq": 314159,
-        "source_ip": "192.0.2.10",
-        "source_port": 5060,
-        "transport": "udp",
-        "received_at": 1_700_000_000.123456,
-        "from_name": '"Acme Bank"',
-        "identity": [],
-        "p_vvp_identity": [],
-        "p_vvp_passport": [],
-    }
-    body.update(overrides)
-    return body
-
-
-def call(**overrides: object) -> CallRequest:
-    return CallRequest.from_json(kamailio_body(**{"received_at": time.time(), **overrides}))
-
-
-def decider(
-    verifier: object | None = None, deadline: float = 2.0, max_queue_wait: float = 0.0
-) -> Decider:
-    return Decider(
-        verifier=cast(VerifierClient | None, verifier),
-        precheck=PrecheckSettings(),
-        deadline=deadline,
-        max_queue_wait=max_queue_wait,
-    )
 
 
 @pytest.fixture
@@ -388,76 +344,6 @@ async def test_expired_identity_is_invalid_without_asking_the_verifier(policy: P
     assert ("X-VVP-Error", "PASSPORT_EXPIRED") in decision.instruction.headers
 
 
-async def set_faults(base: str, **faults: object) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{base}/_sim/faults", json=faults) as response,
-    ):
-        assert response.status == 200
-
-
-async def verify_requests(base: str) -> int:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"{base}/_sim/stats") as response,
-    ):
-        return int((await response.json())["verify_requests"])
-
-
-async def test_valid_verdict_redirects_verified_with_request_id(
-    policy: Policy, simulator_url: str
-) -> None:
-    client = VerifierClient(f"{simulator_url}/verify", timeout=2)
-    minted = mint("brand", ORIG, DEST)
-    try:
-        decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
-    finally:
-        await client.close()
-    assert decision.outcome == "valid"
-    assert decision.request_id
-    assert decision.instruction.contact == f"sip:{DEST}@verified.carrier.example"
-    assert ("X-VVP-Request-Id", decision.request_id) in decision.instruction.headers
-    assert ("X-VVP-Brand-Name", "Acme Bank") in decision.instruction.headers
-    assert await verify_requests(simulator_url) == 1
-
-
-async def test_verifier_failure_is_an_error_with_its_code(
-    policy: Policy, simulator_url: str
-) -> None:
-    await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=0.2)
-    minted = mint("valid", ORIG, DEST)
-    try:
-        decision = await decider(client).decide(call(identity=[minted.identity_header()]), policy)
-    finally:
-        await client.close()
-    assert decision.outcome == "error"
-    assert decision.error_kind == "timeout"
-    assert ("X-VVP-Error", "EXT_VERIFIER_TIMEOUT") in decision.instruction.headers
-
-
-async def test_verifier_slower_than_the_deadline_still_gets_an_answer(
-    policy: Policy, simulator_url: str
-) -> None:
-    # A verifier timeout longer than the helper's deadline (a misconfiguration Settings
-    # refuses, built here directly): the deadline still answers.
-    await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
-    minted = mint("valid", ORIG, DEST)
-    started = time.monotonic()
-    try:
-        decision = await decider(client, deadline=0.1).decide(
-            call(identity=[minted.identity_header()]), policy
-        )
-    finally:
-        await client.close()
-    assert time.monotonic() - started < 2.0
-    assert decision.outcome == "error"
-    assert decision.error_kind == "deadline"
-    assert decision.instruction.contact == f"sip:{DEST}@fallback.carrier.example"
-    assert ("X-VVP-Error", "EXT_HELPER_DEADLINE") in decision.instruction.headers
-
-
 async def test_caller_display_name_cannot_inject_through_a_decision() -> None:
     seed = SEED.read_text(encoding="utf-8")
     assert seed.count('X-VVP-Status: "INDETERMINATE"') == 1
@@ -486,85 +372,6 @@ def test_received_at_as_kamailio_writes_it() -> None:
 def test_nul_byte_in_a_sip_field_is_refused_with_400() -> None:
     call = CallRequest.from_json(kamailio_body(call_id="abc\x00def"))
     assert call.has_nul
-
-
-async def decide_queued(
-    simulator_url: str,
-    policy: Policy,
-    *,
-    waited: float,
-    deadline: float,
-    max_queue_wait: float = 0.0,
-    hang: bool = True,
-) -> tuple[Decision, float]:
-    """Decide a valid call Kamailio received ``waited`` seconds ago (its PASSporT signed
-    then too); returns the decision and how long it took."""
-    if hang:
-        await set_faults(simulator_url, mode="hang")
-    client = VerifierClient(f"{simulator_url}/verify", timeout=30)
-    received_at = time.time() - waited
-    minted = mint("valid", ORIG, DEST, now=int(received_at))
-    started = time.monotonic()
-    try:
-        decision = await decider(client, deadline=deadline, max_queue_wait=max_queue_wait).decide(
-            call(identity=[minted.identity_header()], received_at=received_at), policy
-        )
-    finally:
-        await client.close()
-    return decision, time.monotonic() - started
-
-
-async def test_call_that_queued_past_the_queue_limit_is_answered_at_once_by_error_action(
-    policy: Policy, simulator_url: str
-) -> None:
-    # The helper is the bottleneck: this call waited 1.2 s before its decision started,
-    # past the 1 s limit. The verifier (hanging) is not asked; the error action answers.
-    decision, took = await decide_queued(
-        simulator_url, policy, waited=1.2, deadline=5.5, max_queue_wait=1.0
-    )
-    assert took < 0.5
-    assert decision.outcome == "error"
-    assert decision.error_kind == "overload"
-    assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
-    assert decision.instruction.contact == f"sip:{DEST}@fallback.carrier.example"
-
-
-async def test_call_within_the_queue_limit_is_verified(policy: Policy, simulator_url: str) -> None:
-    decision, _ = await decide_queued(
-        simulator_url, policy, waited=0.8, deadline=5.5, max_queue_wait=1.0, hang=False
-    )
-    assert decision.outcome == "valid"
-
-
-async def test_call_that_queued_past_its_deadline_is_answered_at_once_without_verifying(
-    policy: Policy, simulator_url: str
-) -> None:
-    # Overload: the request waited in queues for longer than a decision may take, so
-    # Kamailio is about to give up on it. The verifier (hanging here) is not asked.
-    decision, took = await decide_queued(simulator_url, policy, waited=2.5, deadline=2.0)
-    assert took < 0.5
-    assert decision.outcome == "error"
-    assert decision.error_kind == "overload"
-    assert ("X-VVP-Error", "EXT_HELPER_OVERLOADED") in decision.instruction.headers
-
-
-async def test_time_already_spent_in_queues_shortens_the_decision(
-    policy: Policy, simulator_url: str
-) -> None:
-    # 1.5 s of a 2 s budget spent before the helper saw the call: the hanging verifier
-    # gets the 0.5 s left, not 2 s, so the answer still beats Kamailio's own timeout.
-    decision, took = await decide_queued(simulator_url, policy, waited=1.5, deadline=2.0)
-    assert 0.3 < took < 1.2
-    assert decision.error_kind == "deadline"
-
-
-async def test_received_at_from_a_clock_far_behind_does_not_cut_the_budget(
-    policy: Policy, simulator_url: str
-) -> None:
-    # Kamailio on another host whose clock is 45 s behind: the budget starts when
-    # the helper sees the call, and a normal verification goes through.
-    decision, _ = await decide_queued(simulator_url, policy, waited=45, deadline=2.0, hang=False)
-    assert decision.outcome == "valid"
 
 
 # -- nothing a caller sends makes the decision fail ------------------------------------------
@@ -646,50 +453,3 @@ async def test_caller_refusals_are_counted_by_cause(
         if s.name.endswith("_total")
     }
     assert samples == {cause: 1.0}
-
-
-async def test_an_upstream_http_status_is_named_in_the_log_and_metrics(
-    policy: Policy, simulator_url: str
-) -> None:
-    await set_faults(simulator_url, mode="http503")
-    metrics = Metrics()
-    client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
-    minted = mint("valid", ORIG, DEST)
-    try:
-        decision = await Decider(client, PrecheckSettings(), 2.0, metrics).decide(
-            call(identity=[minted.identity_header()]), policy
-        )
-    finally:
-        await client.close()
-    assert decision.outcome == "error"
-    assert decision.error_kind == "http_503"
-    assert ("X-VVP-Error", "EXT_VERIFIER_HTTP_STATUS") in decision.instruction.headers
-    counted = metrics.registry.get_sample_value(
-        "vvp_helper_verifier_http_errors_total", {"status": "503", "outcome": "error"}
-    )
-    assert counted == 1
-
-
-async def test_a_verifier_500_for_one_request_of_a_healthy_verifier_is_invalid(
-    policy: Policy, simulator_url: str
-) -> None:
-    await set_faults(simulator_url, crash_call_id_prefix="crafted-")
-    metrics = Metrics()
-    client = GuardedVerifier(VerifierClient(f"{simulator_url}/verify", timeout=2))
-    decide = Decider(client, PrecheckSettings(), 2.0, metrics).decide
-    try:
-        genuine = call(identity=[mint("valid", ORIG, DEST).identity_header()])
-        assert (await decide(genuine, policy)).outcome == "valid"
-        crafted = call(identity=[mint("valid", ORIG, DEST).identity_header()],
-                       call_id="crafted-1@caller")  # fmt: skip
-        decision = await decide(crafted, policy)
-    finally:
-        await client.close()
-    assert decision.outcome == "invalid"
-    assert decision.error_kind == "refused_request"
-    assert decision.instruction.code == 403
-    assert ("X-VVP-Error", "PASSPORT_PARSE_FAILED") in decision.instruction.headers
-    counted = metrics.registry.get_sample_value(
-        "vvp_helper_verifier_http_errors_total", {"status": "500", "outcome": "invalid"}
-    )
-    assert counted == 1

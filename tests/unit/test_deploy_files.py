@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.support.compose import find_compose
 from vvp_helper.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -260,18 +261,11 @@ def image_copies_to(df: Dockerfile, dest: str) -> str | None:
 
 def compose_cli() -> list[str]:
     """compose >= 2.20 (what compose.yaml needs); skip outside CI, fail under CI=true."""
-    candidates = [[os.environ["VVP_COMPOSE"]]] if os.environ.get("VVP_COMPOSE") else []
-    candidates += [["docker", "compose"], [str(REPO / ".venv/bin/docker-compose")]]
-    candidates += [["docker-compose"]]
-    for argv in candidates:
-        if shutil.which(argv[0]) is None:
-            continue
-        done = subprocess.run([*argv, "version", "--short"], capture_output=True, text=True)
-        match = re.match(r"v?(\d+)\.(\d+)", done.stdout.strip())
-        if done.returncode == 0 and match and (int(match[1]), int(match[2])) >= (2, 20):
-            return argv
-    tool_missing("compose >= 2.20 (scripts/container-engine installs it)")
-    raise AssertionError("unreachable")
+    argv = find_compose()
+    if argv is None:
+        tool_missing("compose >= 2.20 (scripts/container-engine installs it)")
+        raise AssertionError("unreachable")
+    return argv
 
 
 def compose_config(
@@ -879,7 +873,7 @@ def test_copy_check_catches_a_missing_file(tmp_path: Path) -> None:
 
 def test_copy_check_catches_a_dockerignored_file() -> None:
     assert ignored("tests/e2e/test_demo.py", dockerignore_patterns())
-    assert not ignored("tests/sipp_scenarios.py", dockerignore_patterns())
+    assert not ignored("tests/support/sipp_scenarios.py", dockerignore_patterns())
     assert ignored("helper/vvp_helper/__pycache__", dockerignore_patterns())
 
 
@@ -950,7 +944,7 @@ def test_kamailio_memory_is_the_same_wherever_kamailio_starts(compose: dict[str,
     "Kamailio's shared memory"). The deployment files once passed -m 256 over the cfg's
     512, and Kamailio answered 500 "out of mem" near 4,000 calls/s; the test harness,
     which measures capacity, must run with what is deployed."""
-    import harness
+    from tests.support import harness
 
     cfg_default = kamailio_cfg_default("VVP_SHM_MB")
     dockerfile = (REPO / "docker" / "kamailio.Dockerfile").read_text()
@@ -963,7 +957,7 @@ def test_kamailio_memory_is_the_same_wherever_kamailio_starts(compose: dict[str,
         "compose.yaml": str(compose_env["SHM_MEMORY"]),
         "kamailio.Dockerfile": ",".join(re.findall(r"\bSHM_MEMORY=(\d+)", dockerfile)),
         "entrypoint default": ",".join(re.findall(r"SHM_MEMORY:-(\d+)", entrypoint)),
-        "tests/harness.py": str(harness.KAMAILIO_SHM_MB),
+        "tests/support/harness.py": str(harness.KAMAILIO_SHM_MB),
     }
     assert set(found.values()) == {cfg_default}, found
     # The 6.5 KB a call holds only with one branch (the default 12 doubles it).

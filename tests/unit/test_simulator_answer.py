@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from verifier_shapes import claim, verify_body
 
+from tests.support.verifier_shapes import claim, verify_body
 from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
 from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_QVI_AID, DEMO_ROOT
 from vvp_simulator.faults import Faults

@@ -7,8 +7,8 @@ import base64
 from typing import Any
 
 import pytest
-from verifier_shapes import verify_body
 
+from tests.support.verifier_shapes import verify_body
 from vvp_simulator.keys import (
     AID_CODES,
     SIG_CODES,

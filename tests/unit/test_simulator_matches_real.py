@@ -5,34 +5,37 @@ the simulator answers the same kind of request and the two must agree on everyth
 identities and times: the same keys in the same order, the same type for every field
 (null and a string alike where the verifier's model declares the field Optional), the same
 claim tree (names, required flags, statuses, reasons, kinds of evidence), the same error
-codes, recoverability and messages, the same ToIP warnings and vetter constraints, and
-for the crashes the same HTTP status, content type, body and connection handling. So the
-simulator cannot drift from the real verifier silently: a change on either side fails here.
+codes, recoverability and messages, the same ToIP warnings and vetter constraints (for
+the crashes, the same HTTP status, content type, body and connection handling, over HTTP:
+tests/integration/test_simulator_crashes_as_real.py). So the simulator cannot drift from
+the real verifier silently: a change on either side fails here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.recorded_verifier import (
+    CASES,
+    CRASHES,
+    DEST,
+    FIXTURES,
+    ORIG,
+    Case,
+    load,
+    recorded_cases,
+    request,
+)
 from vvp_simulator.answer import DossierCache, simulated_verdict
 from vvp_simulator.faults import Faults
-from vvp_simulator.keys import b64url_decode, trusted_keys
-from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint, sign_jwt
-from vvp_simulator.server import SimulatorSettings, start
+from vvp_simulator.keys import trusted_keys
+from vvp_simulator.passport import MintedIdentity, mint
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_verifier"
-ORIG = "+441923311001"
-DEST = "+441923311011"
 TRUSTED = trusted_keys(["vvp-demo-issuer"])
 
 # Fields the verifier's VerifyResponse model (and its nested models) declares Optional[str]:
@@ -67,15 +70,6 @@ BY_VALUE = frozenset(
         "delegation_chain",
     }
 )
-
-
-def load(case: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / f"{case}.json").read_text(encoding="utf-8"))
-    return data
-
-
-def recorded_cases() -> list[str]:
-    return sorted(p.stem for p in FIXTURES.glob("*.json"))
 
 
 # --- what "the same" means ---------------------------------------------------------------
@@ -145,86 +139,6 @@ def comparable(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# --- the simulator's side of each recorded case ------------------------------------------
-
-
-def request(m: MintedIdentity, *, jwt: str | None = None, sip: bool = True) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
-    context: dict[str, Any] = {"call_id": "c@interop", "received_at": now}
-    if sip:
-        context["sip"] = {
-            "from_uri": f"sip:{m.orig}@carrier.example",
-            "to_uri": f"sip:{m.dest}@carrier.example",
-            "invite_time": now,
-            "cseq": 1,
-        }
-    return {"passport_jwt": m.passport_jwt if jwt is None else jwt, "context": context}
-
-
-def changed_header(m: MintedIdentity, change: Callable[[dict[str, Any]], None]) -> str:
-    head, payload, _ = m.passport_jwt.split(".")
-    header = json.loads(b64url_decode(head))
-    change(header)
-    return sign_jwt(header, json.loads(b64url_decode(payload)), DEMO_ISSUER)
-
-
-def changed_payload(m: MintedIdentity, change: Callable[[dict[str, Any]], None]) -> str:
-    head, payload_part, _ = m.passport_jwt.split(".")
-    payload = json.loads(b64url_decode(payload_part))
-    change(payload)
-    return sign_jwt(json.loads(b64url_decode(head)), payload, DEMO_ISSUER)
-
-
-@dataclass(frozen=True)
-class Case:
-    """How to ask the simulator what the recorded case asked the real verifier."""
-
-    kind: str = "brand"
-    sig_form: str = "cesr"
-    # The recording's circumstances (from the fixtures' README): the dossier was verified
-    # by an earlier call; its revocation data was older than the re-check interval.
-    cached: bool = False
-    stale: bool = False
-    sip: bool = True
-    tamper: Callable[[MintedIdentity], str] | None = None
-    from_number: str | None = None
-
-
-def _flip_signature(m: MintedIdentity) -> str:
-    head, payload, sig = m.passport_jwt.split(".")
-    i = len(sig) // 2
-    return f"{head}.{payload}.{sig[:i]}{'B' if sig[i] != 'B' else 'C'}{sig[i + 1 :]}"
-
-
-def _typ_foo(m: MintedIdentity) -> str:
-    return changed_header(m, lambda h: h.update(typ="foo"))
-
-
-def _no_kid(m: MintedIdentity) -> str:
-    return changed_header(m, lambda h: h.pop("kid"))
-
-
-def _no_evd(m: MintedIdentity) -> str:
-    return changed_payload(m, lambda p: p.pop("evd"))
-
-
-CASES: dict[str, Case] = {
-    "valid_first": Case(),
-    "valid": Case(cached=True),
-    "valid_jws_signature": Case(sig_form="jws", cached=True),
-    "tampered_signature": Case(tamper=_flip_signature),
-    "wrong_from": Case(cached=True, from_number="+441923311002"),
-    "parse_typ_not_jwt_no_sip": Case(tamper=_typ_foo, sip=False),
-    "warning_vetter_scope": Case(kind="warning"),
-    "stale_revocation": Case(cached=True, stale=True),
-    # The verifier crashes on these (HTTP 500): compared over HTTP below.
-    "parse_typ_not_jwt": Case(tamper=_typ_foo),
-    "parse_header_no_kid": Case(tamper=_no_kid),
-    "parse_payload_no_evd": Case(tamper=_no_evd),
-}
-CRASHES = ("parse_typ_not_jwt", "parse_header_no_kid", "parse_payload_no_evd")
-
-
 def simulate(case: Case) -> dict[str, Any]:
     m = mint(case.kind, ORIG, DEST, sig_form=case.sig_form)
     if case.from_number is not None:
@@ -265,61 +179,3 @@ def test_simulator_answers_as_the_real_verifier(case: str) -> None:
     expected, got = comparable(real["body"]), comparable(sim)
     for part in expected:
         assert got[part] == expected[part], f"{case}: {part} differs from the real verifier"
-
-
-@pytest.fixture
-async def crashing_simulator() -> AsyncIterator[int]:
-    server, port = await start(SimulatorSettings(port=0, faults=Faults(parser_crash=True)))
-    try:
-        yield port
-    finally:
-        await server.close()
-
-
-async def _exchange(port: int, body: dict[str, Any], vvp_identity: str) -> tuple[str, bytes]:
-    """One keep-alive request; (status line and headers, body), then whether it closed."""
-    payload = json.dumps(body).encode()
-    head = (
-        f"POST /verify HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\nVVP-Identity: {vvp_identity}\r\n\r\n"
-    ).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head + payload)
-        raw_head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode("latin-1")
-        length = int(re.search(r"(?im)^content-length:\s*(\d+)", raw_head).group(1))  # type: ignore[union-attr]
-        raw_body = await asyncio.wait_for(reader.readexactly(length), 5)
-        # The next request on this keep-alive connection: closed or reset, as recorded.
-        with contextlib.suppress(ConnectionError):
-            writer.write(head + payload)
-            await writer.drain()
-        with contextlib.suppress(ConnectionError):
-            assert await asyncio.wait_for(reader.read(), 5) == b"", "connection left open"
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
-    return raw_head, raw_body
-
-
-@pytest.mark.parametrize("case", CRASHES)
-async def test_simulator_crashes_as_the_real_verifier(case: str, crashing_simulator: int) -> None:
-    real = load(case)
-    assert real["http_status"] == 500 and "closed" in real["connection_after"]
-    m = mint("brand", ORIG, DEST)
-    tamper = CASES[case].tamper
-    assert tamper is not None
-    raw_head, raw_body = await _exchange(
-        crashing_simulator, request(m, jwt=tamper(m)), m.vvp_identity
-    )
-    status = int(raw_head.split()[1])
-    fields = {
-        line.split(":", 1)[0].strip().lower(): line.split(":", 1)[1].strip()
-        for line in raw_head.split("\r\n")[1:]
-        if ":" in line
-    }
-    assert status == real["http_status"]
-    assert fields["content-type"] == real["content_type"]
-    assert raw_body.decode() == real["body"]
-    # The real answer has no Connection header: neither keep-alive nor close.
-    assert "connection" not in real["headers"] and "connection" not in fields

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from verifier_shapes import claim
 
+from tests.support.verifier_shapes import claim
 from vvp_simulator.keys import (
     SigningKey,
     aid_for_public_key,

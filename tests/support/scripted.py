@@ -5,6 +5,7 @@ garbage, a hang-up at the wrong moment)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 Answer = bytes | Callable[[asyncio.StreamWriter], Awaitable[None]]
@@ -20,12 +21,14 @@ def ok(body: bytes = VALID_ANSWER, *extra: bytes) -> bytes:
 
 class ScriptedVerifier:
     """Each request gets the next scripted answer (the last one repeats): bytes, or a
-    coroutine function taking the stream writer. Counts connections and requests."""
+    coroutine function taking the stream writer. Counts connections, requests, and the
+    connections it is done with (closed on its side, whoever ended them)."""
 
     def __init__(self, *answers: Answer) -> None:
         self.answers = list(answers)
         self.connections = 0
         self.requests = 0
+        self.closed = 0
         self.server: asyncio.Server | None = None
 
     async def start(self) -> str:
@@ -50,6 +53,9 @@ class ScriptedVerifier:
             pass
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.closed += 1
 
     async def close(self) -> None:
         assert self.server is not None

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = REPO / "kamailio" / "kamailio.cfg"
 KAMAILIO_SHM_MB = 512  # shared memory, as deployed (SHM_MEMORY)
 KAMAILIO_PKG_MB = 16  # private memory per process (PKG_MEMORY)
@@ -473,25 +473,6 @@ def run_sipp(
         if len(rows) >= 2:
             stats = dict(zip(rows[0], rows[-1], strict=False))
     return SippRun(done.returncode, received, sent, done.stdout + done.stderr, stats)
-
-
-@contextlib.contextmanager
-def running_edge(
-    workdir: Path, policy: Path = DEFAULT_POLICY
-) -> Iterator[tuple[Simulator, Helper, Kamailio]]:
-    """Simulator, helper and Kamailio with test-sized timeouts that keep the design's
-    order: verifier 1 s < helper deadline 1.5 s < Kamailio's wait 2 s < tm's timer 3 s."""
-    simulator = Simulator.create(workdir)
-    helper = Helper.create(workdir, simulator.url, policy=policy, VVP_VERIFIER_TIMEOUT="1.0",
-                           VVP_HELPER_DEADLINE="1.5")  # fmt: skip
-    kamailio = Kamailio.create(
-        workdir, helper.decide_url, VVP_HELPER_TIMEOUT_MS="2000", VVP_FR_TIMEOUT_MS="3000"
-    )
-    try:
-        yield simulator, helper, kamailio
-    finally:
-        for process in (kamailio, helper, simulator):
-            process.stop()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""Benchmarks and load runs (each a script: .venv/bin/python tests/load/<name>.py)."""
