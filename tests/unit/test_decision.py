@@ -28,7 +28,7 @@ from vvp_helper.policy.load import TEMPLATE_VARIABLES, Policy, load_policy, pars
 from vvp_helper.verifier.client import Verdict
 from vvp_simulator.passport import mint
 
-SEED = Path(__file__).parent / "fixtures" / "seed.good.yaml"
+MINIMAL = Path(__file__).parent / "fixtures" / "minimal.good.yaml"
 
 
 @pytest.fixture
@@ -302,7 +302,7 @@ async def test_call_without_identity_is_missing(policy: Policy) -> None:
 
 
 async def test_missing_with_the_seed_policy_uses_on_indeterminate() -> None:
-    decision = await decider().decide(call(), load_policy(SEED))
+    decision = await decider().decide(call(), load_policy(MINIMAL))
     assert decision.outcome == "missing"
     assert decision.instruction.contact == f"sip:{DEST}@unverified.carrier.example.com"
     assert decision.instruction.headers == (("X-VVP-Status", "INDETERMINATE"),)
@@ -345,9 +345,9 @@ async def test_expired_identity_is_invalid_without_asking_the_verifier(policy: P
 
 
 async def test_caller_display_name_cannot_inject_through_a_decision() -> None:
-    seed = SEED.read_text(encoding="utf-8")
-    assert seed.count('X-VVP-Status: "INDETERMINATE"') == 1
-    policy_text = seed.replace(
+    minimal = MINIMAL.read_text(encoding="utf-8")
+    assert minimal.count('X-VVP-Status: "INDETERMINATE"') == 1
+    policy_text = minimal.replace(
         '      X-VVP-Status: "INDETERMINATE"',
         '      X-VVP-Status: "INDETERMINATE"\n      X-Caller: "{from_name} {orig}"',
     )

@@ -18,7 +18,7 @@ from vvp_helper.policy.load import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SEED = FIXTURES / "seed.good.yaml"
+MINIMAL = FIXTURES / "minimal.good.yaml"
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policy" / "default.yaml"
 
 ORIG = "+441923311001"
@@ -75,19 +75,19 @@ def problem(name: str, line: int, column: int, code: str, message: str) -> Polic
     return PolicyProblem(str(FIXTURES / name), line, column, code, message)
 
 
-# -- the minimal policy format (seed.good.yaml keeps the original file verbatim) -----------
+# -- the minimal policy format (minimal.good.yaml keeps the original file verbatim) -----------
 
 
-def test_seed_policy_loads_without_errors() -> None:
-    loaded = read_policy(SEED)
-    assert loaded.policy.source == str(SEED)
+def test_minimal_policy_loads_without_errors() -> None:
+    loaded = read_policy(MINIMAL)
+    assert loaded.policy.source == str(MINIMAL)
     # The 503 next to "action: redirect" is legal; it is only flagged as unused.
     assert [p.code for p in loaded.warnings] == ["reason-code-unused"]
     assert all(p.severity == "warning" for p in loaded.warnings)
 
 
-def test_seed_valid_redirects_to_verified_route_with_status_and_pai() -> None:
-    policy = load_policy(SEED)
+def test_minimal_valid_redirects_to_verified_route_with_status_and_pai() -> None:
+    policy = load_policy(MINIMAL)
     instruction = policy.action_for("valid").render(context())
     assert instruction.code == 302
     assert instruction.contact == f"sip:{DEST}@verified.carrier.example.com"
@@ -97,8 +97,8 @@ def test_seed_valid_redirects_to_verified_route_with_status_and_pai() -> None:
     )
 
 
-def test_seed_invalid_rejects_403_with_seed_phrase_and_first_error_code() -> None:
-    policy = load_policy(SEED)
+def test_minimal_invalid_rejects_403_with_its_phrase_and_first_error_code() -> None:
+    policy = load_policy(MINIMAL)
     errors = [
         {"code": "PASSPORT_SIG_INVALID", "message": "bad signature"},
         {"code": "CONTEXT_MISMATCH", "message": "From does not match orig"},
@@ -113,8 +113,8 @@ def test_seed_invalid_rejects_403_with_seed_phrase_and_first_error_code() -> Non
     )
 
 
-def test_seed_indeterminate_redirects_and_ignores_the_503_meant_for_reject() -> None:
-    policy = load_policy(SEED)
+def test_minimal_indeterminate_redirects_and_ignores_the_503_meant_for_reject() -> None:
+    policy = load_policy(MINIMAL)
     instruction = policy.action_for("indeterminate").render(context(status="INDETERMINATE"))
     assert instruction.code == 302
     # The phrase belongs to the unused 503, not to a redirect.
@@ -123,16 +123,16 @@ def test_seed_indeterminate_redirects_and_ignores_the_503_meant_for_reject() -> 
     assert instruction.headers == (("X-VVP-Status", "INDETERMINATE"),)
 
 
-def test_seed_error_redirects_to_fallback_route() -> None:
-    policy = load_policy(SEED)
+def test_minimal_error_redirects_to_fallback_route() -> None:
+    policy = load_policy(MINIMAL)
     instruction = policy.action_for("error").render(context(status="ERROR"))
     assert instruction.code == 302
     assert instruction.contact == f"sip:{DEST}@fallback.carrier.example.com"
     assert instruction.headers == (("X-VVP-Status", "ERROR"),)
 
 
-def test_seed_without_on_warning_answers_warning_like_valid() -> None:
-    policy = load_policy(SEED)
+def test_minimal_without_on_warning_answers_warning_like_valid() -> None:
+    policy = load_policy(MINIMAL)
     ctx = context(status="WARNING")
     assert policy.action_for("warning").render(ctx) == policy.action_for("valid").render(ctx)
     assert policy.action_for("warning").render(ctx).contact == (
@@ -140,8 +140,8 @@ def test_seed_without_on_warning_answers_warning_like_valid() -> None:
     )
 
 
-def test_seed_without_on_missing_answers_missing_like_indeterminate() -> None:
-    policy = load_policy(SEED)
+def test_minimal_without_on_missing_answers_missing_like_indeterminate() -> None:
+    policy = load_policy(MINIMAL)
     ctx = context(status="MISSING")
     missing = policy.action_for("missing").render(ctx)
     assert missing == policy.action_for("indeterminate").render(ctx)
@@ -245,7 +245,7 @@ def test_default_missing_uses_its_own_section() -> None:
 
 
 def test_header_whose_template_renders_empty_is_omitted() -> None:
-    policy = load_policy(SEED)
+    policy = load_policy(MINIMAL)
     instruction = policy.action_for("invalid").render(context(status="INVALID", errors=[]))
     assert instruction.headers == (("X-VVP-Status", "INVALID"),)
     assert "X-VVP-Error" not in instruction.header_block()
@@ -475,8 +475,8 @@ def test_every_good_fixture_loads_and_every_bad_fixture_fails() -> None:
 
 
 def test_sha256_is_the_digest_of_the_file_and_changes_with_its_text() -> None:
-    text = SEED.read_text(encoding="utf-8")
-    policy = load_policy(SEED)
+    text = MINIMAL.read_text(encoding="utf-8")
+    policy = load_policy(MINIMAL)
     assert policy.sha256 == hashlib.sha256(text.encode("utf-8")).hexdigest()
     assert parse_policy(text).sha256 == policy.sha256
     edited = text.replace("verified.carrier.example.com", "verified2.carrier.example.com", 1)
@@ -486,7 +486,7 @@ def test_sha256_is_the_digest_of_the_file_and_changes_with_its_text() -> None:
 
 
 def test_header_block_is_crlf_terminated_lines() -> None:
-    policy = load_policy(SEED)
+    policy = load_policy(MINIMAL)
     instruction = policy.action_for("valid").render(context())
     assert instruction.header_block() == (
         f"X-VVP-Status: VALID\r\nP-Asserted-Identity: <sip:{ORIG}@verified.carrier.example.com>\r\n"

@@ -22,8 +22,8 @@ TESTS_DIR = POLICY_DIR / "tests"
 SCHEMA_PATH = POLICY_DIR / "schema.json"
 POLICIES = sorted(POLICY_DIR.glob("*.yaml"))
 TEST_FILES = sorted(TESTS_DIR.glob("*.test.yaml"))
-#: The seed plan's policy as written: kept under tests/ because it carries one warning.
-SEED = TESTS_DIR / "seed-format.yaml"
+#: The minimal format's policy as written: kept under tests/ because it carries one warning.
+MINIMAL = TESTS_DIR / "minimal-format.yaml"
 EXAMPLES = {"default", "fail-closed", "strict", "per-trunk", "sip-verify"}
 
 
@@ -33,7 +33,7 @@ def _ids(paths: list[Path]) -> list[str]:
 
 def test_the_examples_are_all_there() -> None:
     assert {p.stem for p in POLICIES} >= EXAMPLES
-    assert SEED.is_file()
+    assert MINIMAL.is_file()
 
 
 # -- (a) every policy passes `check --strict` ---------------------------------------------
@@ -45,8 +45,8 @@ def test_policy_loads_without_warnings(path: Path) -> None:
     assert [str(w) for w in loaded.warnings] == []
 
 
-def test_seed_policy_still_loads_with_only_its_known_warning() -> None:
-    loaded = loader.read_policy(SEED)
+def test_minimal_format_policy_still_loads_with_only_its_known_warning() -> None:
+    loaded = loader.read_policy(MINIMAL)
     assert [w.code for w in loaded.warnings] == ["reason-code-unused"]
     assert loaded.policy.action_for("indeterminate").kind == "redirect"
 
@@ -75,7 +75,7 @@ def _tested_policies() -> dict[Path, Path]:
     }
 
 
-@pytest.mark.parametrize("path", [*POLICIES, SEED], ids=_ids([*POLICIES, SEED]))
+@pytest.mark.parametrize("path", [*POLICIES, MINIMAL], ids=_ids([*POLICIES, MINIMAL]))
 def test_each_policy_has_a_test_file_covering_every_outcome_and_rule(path: Path) -> None:
     tested = _tested_policies()
     assert path.resolve() in tested, f"no policy/tests/*.test.yaml runs {path.name}"
@@ -144,7 +144,7 @@ def test_schema_rejects_unknown_keys_where_the_loader_does(schema: dict[str, Any
         assert where["additionalProperties"] is False, where.get("description")
 
 
-@pytest.mark.parametrize("path", [*POLICIES, SEED], ids=_ids([*POLICIES, SEED]))
+@pytest.mark.parametrize("path", [*POLICIES, MINIMAL], ids=_ids([*POLICIES, MINIMAL]))
 def test_policy_validates_against_the_schema(
     path: Path, validator: jsonschema.Draft202012Validator
 ) -> None:

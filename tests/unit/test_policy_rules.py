@@ -1,4 +1,4 @@
-"""Scoped rules, trunks and the other extensions beyond the seed format: one test per
+"""Scoped rules, trunks and the other extensions beyond the minimal format: one test per
 validation rule (exact position and message), and how a described call is routed."""
 
 from __future__ import annotations
