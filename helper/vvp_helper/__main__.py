@@ -32,6 +32,8 @@ from .policy.load import load_policy, read_policy
 from .policy.model import OUTCOMES
 
 PROG = "vvp-helper"
+#: Allocations between two young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 20_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,6 +149,11 @@ async def _serve_until_signalled(app: web.Application, settings: Settings) -> No
     # It was the bulk of a ~20 ms gen-2 pause, which at full load queues calls for 20x
     # as long as it lasts.
     gc.freeze()
+    # A young-generation collection every 20,000 allocations instead of every 700: a call
+    # allocates a few thousand objects that die with it, and collecting them mid-call
+    # only walks the calls in flight. Helper CPU at 1,500 calls/s, two alternating
+    # pairs: 547-558 us a call with the default, 540-543 us with this.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     logging.getLogger("vvp_helper").info(
         "helper listening on %s:%d, policy %s, verifier %s",
         settings.host,
