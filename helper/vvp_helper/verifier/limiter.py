@@ -14,14 +14,15 @@ the verifier's measured latency, as Netflix's ``Gradient2Limit`` does:
 0.5, instead of 0.2, so that it follows a verifier that slowed down within a few seconds
 rather than tens of them: cut fast, grow slowly, as TCP does.)
 
-(A second change: latencies under ``latency_floor``, 50 ms, are never taken for a verifier
-slowing down. The latency is measured in the helper, from sending the request to the
-answer being processed, so it includes the helper's own event loop: against a verifier
-answering in a fraction of a millisecond, a helper near a full core made its own
-lateness look like a verifier ten times slower, and the limit answered calls
-EXT_VERIFIER_OVERLOADED that the verifier could have taken - measured, 202-475 of 90,000
-calls at 1,500 calls/s and a third of them at 1,800/s. A saturated verifier's latency
-climbs far past the floor: the real one goes from 10-100 ms to seconds.)
+(A second change: latencies under ``latency_floor``, 200 ms, are never taken for a
+verifier slowing down. The latency is measured in the helper, from sending the request to
+the answer being processed, so it includes the helper's own event loop: against a verifier
+answering in a fraction of a millisecond, a helper at 80-90% of a core makes its own
+lateness look like a verifier a hundred times slower (answers at 76-116 ms median at
+1,500-1,650 calls/s), and the limit answered EXT_VERIFIER_OVERLOADED for calls the
+verifier could have taken: 1,407 of 90,000 at 1,500 calls/s with a 50 ms floor. A
+saturated verifier's latency climbs far past the floor: the real one goes from 10-100 ms
+to seconds, the simulator with a capacity to over a second.)
 
 ``short_rtt`` is the average latency of the last window of samples, ``long_rtt`` a slow
 exponential average of those windows (the verifier's "unloaded" latency): while latency
@@ -75,7 +76,7 @@ class Gradient2:
         smoothing: float = 0.2,
         smoothing_down: float = 0.5,
         tolerance: float = 1.5,
-        latency_floor: float = 0.05,
+        latency_floor: float = 0.2,
         long_windows: int = 600,
         queue_size: Callable[[float], float] = math.sqrt,
         window_samples: int = 5,
