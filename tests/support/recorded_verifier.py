@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.support.verifier_shapes import verify_body
 from vvp_simulator.keys import b64url_decode
 from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, sign_jwt
 
@@ -28,16 +28,7 @@ def recorded_cases() -> list[str]:
 
 
 def request(m: MintedIdentity, *, jwt: str | None = None, sip: bool = True) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
-    context: dict[str, Any] = {"call_id": "c@interop", "received_at": now}
-    if sip:
-        context["sip"] = {
-            "from_uri": f"sip:{m.orig}@carrier.example",
-            "to_uri": f"sip:{m.dest}@carrier.example",
-            "invite_time": now,
-            "cseq": 1,
-        }
-    return {"passport_jwt": m.passport_jwt if jwt is None else jwt, "context": context}
+    return verify_body(m, jwt=jwt, sip=sip, cseq=1, call_id="c@interop")
 
 
 def changed_header(m: MintedIdentity, change: Callable[[dict[str, Any]], None]) -> str:

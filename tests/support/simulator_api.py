@@ -3,12 +3,12 @@ identity, and its control endpoints (/_sim/faults, /_sim/stats)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import httpx
 
+from tests.support.verifier_shapes import verify_body as verify_body_of
 from vvp_simulator.passport import MintedIdentity, mint
 
 ORIG = "+441923311001"
@@ -17,21 +17,7 @@ DEST = "+441923311006"
 
 def verify_body(m: MintedIdentity) -> tuple[dict[str, str], dict[str, Any]]:
     """Headers and JSON body of a /verify request for ``m``, as the helper sends it."""
-    now = datetime.now(UTC).isoformat()
-    body = {
-        "passport_jwt": m.passport_jwt,
-        "context": {
-            "call_id": "call-1@edge",
-            "received_at": now,
-            "sip": {
-                "from_uri": f"sip:{m.orig}@carrier.example",
-                "to_uri": f"sip:{m.dest}@carrier.example",
-                "invite_time": now,
-                "cseq": 1,
-            },
-        },
-    }
-    return {"VVP-Identity": m.vvp_identity}, body
+    return {"VVP-Identity": m.vvp_identity}, verify_body_of(m, cseq=1, call_id="call-1@edge")
 
 
 async def post_verify(client: httpx.AsyncClient, kind: str = "valid") -> httpx.Response:

@@ -4,11 +4,11 @@ with its codes, and crashes where the real one crashes when asked to (no network
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from tests.support.verifier_shapes import verify_body
 from vvp_simulator.keys import b64url_decode, b64url_encode, trusted_keys
 from vvp_simulator.passport import DEMO_ISSUER, MintedIdentity, mint, sign_jwt
 from vvp_simulator.verdict import Options, ParserCrash, parse_passport, verify
@@ -48,15 +48,7 @@ def signed(header: dict[str, Any] | None = None, payload: dict[str, Any] | None 
 
 
 def body(jwt: str, *, sip: bool = True) -> dict[str, Any]:
-    when = datetime.fromtimestamp(NOW, UTC).isoformat()
-    context: dict[str, Any] = {"call_id": "c@h", "received_at": when}
-    if sip:
-        context["sip"] = {
-            "from_uri": f"sip:{ORIG}@carrier.example",
-            "to_uri": f"sip:{DEST}@carrier.example",
-            "invite_time": when,
-        }
-    return {"passport_jwt": jwt, "context": context}
+    return verify_body(None, NOW, jwt, sip=sip, numbers=(ORIG, DEST))
 
 
 def judge(jwt: str, *, sip: bool = True, crash: bool = False, m: MintedIdentity = GOOD) -> Any:
