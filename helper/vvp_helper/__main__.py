@@ -151,8 +151,8 @@ async def _serve_until_signalled(app: web.Application, settings: Settings) -> No
     gc.freeze()
     # A young-generation collection every 20,000 allocations instead of every 700: a call
     # allocates a few thousand objects that die with it, and collecting them mid-call
-    # only walks the calls in flight. Helper CPU at 1,500 calls/s, two alternating
-    # pairs: 547-558 us a call with the default, 540-543 us with this.
+    # only walks the calls in flight. Helper CPU at 1,500 calls/s in one sitting:
+    # 613 us a call with the default, 570-585 us with this (docs/adr/0001).
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     logging.getLogger("vvp_helper").info(
         "helper listening on %s:%d, policy %s, verifier %s",

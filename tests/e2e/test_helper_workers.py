@@ -40,6 +40,14 @@ def workers_of(parent: int) -> set[int]:
     return {int(pid) for pid in children}
 
 
+def parent_of_workers(helper: Helper, workers: int) -> int:
+    """The started helper's parent PID, once its ``workers`` worker processes run."""
+    assert helper.proc is not None
+    parent = helper.proc.pid
+    wait_until(lambda: len(workers_of(parent)) == workers, timeout=20)
+    return parent
+
+
 @pytest.mark.parametrize(
     ("sig", "ended"),
     [(signal.SIGTERM, "exit 0"), (signal.SIGKILL, "signal 9")],
@@ -56,9 +64,7 @@ def test_a_worker_ended_under_traffic_loses_no_call_and_is_replaced(
     # new connection, which the kernel gives to a live worker (as the README says).
     kamailio = Kamailio.create(tmp_path, helper.decide_url, VVP_HELPER_URL2=helper.decide_url)
     with running(simulator, helper, kamailio):
-        assert helper.proc is not None
-        parent = helper.proc.pid
-        wait_until(lambda: len(workers_of(parent)) == 2, 20)
+        parent = parent_of_workers(helper, 2)
         before = workers_of(parent)
 
         calls = 600
@@ -104,9 +110,7 @@ def test_the_parent_passes_sighup_and_sigterm_to_every_worker(tmp_path: Path) ->
     simulator = Simulator.create(tmp_path)
     helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_PROCESSES="3")
     with running(simulator, helper):
-        assert helper.proc is not None
-        parent = helper.proc.pid
-        wait_until(lambda: len(workers_of(parent)) == 3, 20)
+        parent = parent_of_workers(helper, 3)
         workers = workers_of(parent)
         os.kill(parent, signal.SIGHUP)  # a policy reload, as systemd's ExecReload sends
         wait_until(lambda: helper.output().count("policy reload (sighup)") == 3, 20)
@@ -181,9 +185,7 @@ def test_metrics_count_every_worker_and_a_dead_one_s_counters_stay(tmp_path: Pat
     simulator = Simulator.create(tmp_path)
     helper = Helper.create(tmp_path, simulator.url, VVP_HELPER_PROCESSES="2")
     with running(simulator, helper):
-        assert helper.proc is not None
-        parent = helper.proc.pid
-        wait_until(lambda: len(workers_of(parent)) == 2, timeout=20)
+        parent = parent_of_workers(helper, 2)
         workers = workers_of(parent)
         directory = metrics_dir(helper)
 

@@ -23,7 +23,10 @@ def verify_body(
     received at ``now`` (default: the current time), with the SIP part (From/To numbers:
     ``m``'s unless ``numbers``) unless ``sip`` is False."""
     when = datetime.fromtimestamp(time.time() if now is None else now, UTC).isoformat()
-    orig, dest = numbers if numbers is not None else (m.orig, m.dest) if m else ("", "")
+    if numbers is not None:
+        orig, dest = numbers
+    else:
+        orig, dest = (m.orig, m.dest) if m else ("", "")
     context: dict[str, Any] = {"call_id": call_id, "received_at": when}
     if sip:
         context["sip"] = {

@@ -144,11 +144,9 @@ def compile_template(text: str, variables: Collection[str]) -> Template:
             i += 1
     if literal:
         parts.append("".join(literal))
-    template = Template(text=text, parts=tuple(parts), variables=frozenset(used))
-    if not used:
-        static = template.render_unless_empty({}, keep_empty=True)
-        return Template(template.text, template.parts, template.variables, static=static)
-    return template
+    # Without placeholders every part is literal text: rendered once, here.
+    static = None if used else sanitize_header_value("".join(str(part) for part in parts))
+    return Template(text=text, parts=tuple(parts), variables=frozenset(used), static=static)
 
 
 def sanitize_header_value(value: str, max_len: int = DEFAULT_MAX_LEN) -> str:

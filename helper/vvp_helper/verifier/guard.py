@@ -322,16 +322,9 @@ class GuardedVerifier:
         at most once per window of answers and the waiting count only while the limit
         is full: a call that finds a free slot writes nothing."""
         limiter = self.limiter
-        shown = [limiter.limit]
-
-        def show_limit() -> None:
-            if limiter.limit != shown[0]:
-                shown[0] = limiter.limit
-                metrics.verifier_limit.set(shown[0])
-
-        metrics.verifier_limit.set(shown[0])
+        metrics.verifier_limit.set(limiter.limit)
         metrics.verifier_limit_waiting.set(limiter.waiting)
-        limiter.algorithm.on_update = show_limit
+        limiter.algorithm.on_update = lambda: metrics.verifier_limit.set(limiter.limit)
         limiter.on_waiting = lambda: metrics.verifier_limit_waiting.set(limiter.waiting)
 
     def _show_state(self, state: State) -> None:
