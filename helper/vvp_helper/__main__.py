@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import shutil
@@ -27,13 +26,12 @@ from . import logs
 from .app import create_app, serve
 from .config import Settings
 from .errors import ConfigError, PolicyError
+from .gc_tuning import tune_for_serving
 from .policy.cases import CaseError, describe, format_answer, run_test_file
 from .policy.load import load_policy, read_policy
 from .policy.model import OUTCOMES
 
 PROG = "vvp-helper"
-#: Allocations between two young-generation collections (CPython's default: 700).
-GC_YOUNG_THRESHOLD = 20_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -144,16 +142,7 @@ async def _serve_until_signalled(app: web.Application, settings: Settings) -> No
         loop.add_signal_handler(sig, stop.set)
     # reuse_port: several helper processes may share one port (the kernel spreads them).
     runner = await serve(app, settings.host, settings.port, reuse_port=True)
-    # Everything built so far (modules, the compiled policy, the pools) lives as long as
-    # the process: out of the collector's sight, a full collection no longer walks it.
-    # It was the bulk of a ~20 ms gen-2 pause, which at full load queues calls for 20x
-    # as long as it lasts.
-    gc.freeze()
-    # A young-generation collection every 20,000 allocations instead of every 700: a call
-    # allocates a few thousand objects that die with it, and collecting them mid-call
-    # only walks the calls in flight. Helper CPU at 1,500 calls/s in one sitting:
-    # 613 us a call with the default, 570-585 us with this (docs/adr/0001).
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    tune_for_serving()
     logging.getLogger("vvp_helper").info(
         "helper listening on %s:%d, policy %s, verifier %s",
         settings.host,

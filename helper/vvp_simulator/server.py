@@ -10,7 +10,6 @@ certificate, as a carrier's verifier between networks would).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import random
 import signal
@@ -25,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from vvp_helper import jsonfast
+from vvp_helper.gc_tuning import tune_for_serving
 from vvp_simulator.answer import DossierCache, crash_then_close, simulated_verdict
 from vvp_simulator.capacity import Load
 from vvp_simulator.faults import Faults
@@ -40,8 +40,6 @@ log = logging.getLogger("vvp_simulator")
 
 SERVER_HEADER = "vvp-verifier-simulator"
 _HANG_POLL_S = 0.05  # how often a hung handler checks whether the client left, seconds
-#: Allocations between young-generation collections (the helper's value, same reason).
-GC_YOUNG_THRESHOLD = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,10 +362,7 @@ async def serve_forever(settings: SimulatorSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server, _ = await start(settings)
-    # As the helper does (vvp_helper.__main__): what lives as long as the process out of
-    # the collector's sight, and a young collection every 20,000 allocations, not 700.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    tune_for_serving()  # as the helper does
     try:
         await stop.wait()
         log.info("VVP verifier SIMULATOR stopping")

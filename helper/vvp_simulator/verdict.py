@@ -12,7 +12,7 @@ skips the dossier; the answer has exactly the real VerifyResponse's keys, in its
 from __future__ import annotations
 
 import base64
-import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -457,17 +457,6 @@ def _card_brand(card: list[str]) -> tuple[str | None, str | None, str | None]:
     return name, logo, logo_hash
 
 
-# The variant digit of a random UUID (RFC 9562: binary 10xx) from any hex digit.
-_UUID_VARIANT = {f"{n:x}": f"{8 | (n & 3):x}" for n in range(16)}
-
-
-def request_id() -> str:
-    """A random (version 4) UUID as text, as the verifier's str(uuid.uuid4()), built from
-    16 random bytes without a uuid.UUID object (0.8 us instead of 2.4)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_UUID_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
 def _response(request_id: str) -> dict[str, Any]:
     return {
         "request_id": request_id,
@@ -534,7 +523,7 @@ def verify(
     Raises ParserCrash only when options.parser_crash is set (see ParserCrash).
     """
     options = options or Options()
-    resp = _response(request_id())
+    resp = _response(str(uuid.uuid4()))
     errors = _Errors()
     try:
         ident = parse_vvp_identity(vvp_identity_header, now)
