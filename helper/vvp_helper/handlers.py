@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Counter
 
 from . import jsonfast
 from .config import Settings
@@ -63,6 +63,13 @@ class Helper:
         self.store = PolicyStore.open(settings.policy_path, metrics)
         self.pusher = FallbackPusher(settings.kamailio_rpc_urls, metrics)
         self.in_flight = 0
+        if not metrics.multiprocess:
+            # Read when scraped. A worker of several writes its count (no functions in
+            # prometheus_client's multiprocess mode).
+            metrics.in_flight.set_function(lambda: self.in_flight)
+        #: (outcome, action, code) -> its decisions counter: labels() takes a lock and
+        #: checks its arguments on every call (~2 us); the set is bounded by the policy.
+        self._decision_counters: dict[tuple[str, str, str], Counter] = {}
         # Until the app starts: no verifier, so a decision would be ``error``.
         self.decider = Decider(None, settings.precheck, settings.deadline, metrics)
 
@@ -90,7 +97,8 @@ class Helper:
             # instead of queueing into its timeout.
             return json_response({"error": "overloaded"}, status=503)
         self.in_flight += 1
-        metrics.in_flight.inc()
+        if metrics.multiprocess:
+            metrics.in_flight.inc()
         try:
             try:
                 if request.content.is_eof():
@@ -119,11 +127,16 @@ class Helper:
             decision = await self.decider.decide(call, policy)
         finally:
             self.in_flight -= 1
-            metrics.in_flight.dec()
+            if metrics.multiprocess:
+                metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
         instruction = decision.instruction
         action = "redirect" if 300 <= instruction.code < 400 else "reject"
-        metrics.decisions.labels(decision.outcome, action, str(instruction.code)).inc()
+        key = (decision.outcome, action, str(instruction.code))
+        counter = self._decision_counters.get(key)
+        if counter is None:
+            counter = self._decision_counters[key] = metrics.decisions.labels(*key)
+        counter.inc()
         metrics.decision_seconds.observe(elapsed)
         if decision.error_kind == "precheck":
             for error in decision.errors:

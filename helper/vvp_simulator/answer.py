@@ -16,7 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from vvp_simulator.faults import Faults
-from vvp_simulator.verdict import Options, VerdictError, parse_vvp_identity, verify
+from vvp_simulator.verdict import (
+    Options,
+    VerdictError,
+    identity_or_error,
+    verify,
+)
 
 MAX_DOSSIERS = 10_000  # bound on the fake dossier cache
 # What the real verifier (uvicorn + Starlette) sends for an unhandled exception.
@@ -59,10 +64,13 @@ def simulated_verdict(
 ) -> dict[str, Any]:
     """The verdict for one call; raises verdict.ParserCrash where the real verifier crashes
     (only with the parser_crash fault on)."""
-    key = cache_key(vvp_identity)
+    # Parsed once, for the cache key and the verdict. A VVP-Identity refused here (also an
+    # iat in the future) ends the verdict before the cache would be looked at.
+    identity = identity_or_error(vvp_identity, now)
+    key = None if isinstance(identity, VerdictError) else (identity.evd, identity.kid)
     cached, stale = cache.lookup(key, now, faults.stale_revocation_every_s)
     options = Options(cache_hit=cached, revocation_stale=stale, parser_crash=faults.parser_crash)
-    result = verify(vvp_identity, body, trusted, now, options)
+    result = verify(vvp_identity, body, trusted, now, options, identity=identity)
     if key is not None:
         if result["cache_hit"]:
             if stale:  # the re-check the stale answer queued is done now
@@ -70,15 +78,6 @@ def simulated_verdict(
         elif result["toip_warnings"] is not None:  # the call read the dossier: cache it
             cache.checked_at(key, now)
     return result
-
-
-def cache_key(vvp_identity: str | None) -> tuple[str, str] | None:
-    """(dossier URL, kid) a VVP-Identity names, or None when it does not decode."""
-    try:
-        ident = parse_vvp_identity(vvp_identity, None)
-    except VerdictError:
-        return None
-    return ident.evd, ident.kid
 
 
 async def crash_then_close(request: web.Request) -> web.StreamResponse:

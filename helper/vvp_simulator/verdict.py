@@ -226,7 +226,7 @@ def _required_string(data: dict[str, Any], name: str, part: str, code: str) -> s
 def parse_vvp_identity(value: str | None, now: float | None) -> Identity:
     """The VVP-Identity header; VerdictError VVP_IDENTITY_MISSING or VVP_IDENTITY_INVALID.
 
-    `now` None skips the verifier's "iat not in the future" check (for cache keys)."""
+    `now` None skips the verifier's "iat not in the future" check (for a dossier URL)."""
     if not value or not value.strip():
         raise VerdictError("VVP_IDENTITY_MISSING")
     code = "VVP_IDENTITY_INVALID"
@@ -245,6 +245,14 @@ def parse_vvp_identity(value: str | None, now: float | None) -> Identity:
     if exp is None:
         raise VerdictError(code, "field exp must be an integer")
     return Identity(ppt, kid, evd, iat, exp, exp_provided=True)
+
+
+def identity_or_error(value: str | None, now: float) -> Identity | VerdictError:
+    """parse_vvp_identity's answer, its refusal returned rather than raised."""
+    try:
+        return parse_vvp_identity(value, now)
+    except VerdictError as exc:
+        return exc
 
 
 def _tn_list(tns: object, name: str, exactly_one: bool) -> list[str]:
@@ -517,20 +525,25 @@ def verify(
     trusted: Mapping[str, bytes],
     now: float,
     options: Options | None = None,
+    *,
+    identity: Identity | VerdictError | None = None,
 ) -> dict[str, Any]:
     """Simulated verdict for one `/verify` request; `trusted` maps AID -> raw public key.
 
-    Raises ParserCrash only when options.parser_crash is set (see ParserCrash).
+    `identity`: what parse_vvp_identity(vvp_identity_header, now) gave (or raised), when
+    the caller has it already. Raises ParserCrash only when options.parser_crash is set
+    (see ParserCrash).
     """
     options = options or Options()
     resp = _response(str(uuid.uuid4()))
     errors = _Errors()
-    try:
-        ident = parse_vvp_identity(vvp_identity_header, now)
-    except VerdictError as exc:
-        errors.add(exc.code, exc.message)
+    if identity is None:
+        identity = identity_or_error(vvp_identity_header, now)
+    if isinstance(identity, VerdictError):
+        errors.add(identity.code, identity.message)
         resp["errors"] = errors.items
         return resp
+    ident = identity
 
     passport = _Claim("passport_verified")
     pp: Passport | None = None

@@ -3,6 +3,7 @@ loopback: Kamailio's decision request in, the instruction Kamailio applies out."
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -116,6 +117,34 @@ async def test_oversized_decision_request_is_refused(helper: httpx.AsyncClient) 
     huge = call(identity=["x" * 70_000])
     response = await helper.post("/v1/decide", json=huge)
     assert response.status_code == 413
+
+
+def sample(page: str, name: str) -> float:
+    """The value of one sample line (``name`` with its labels) of a /metrics page."""
+    for line in page.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not on the page")
+
+
+async def test_metrics_show_decisions_in_flight_and_done(
+    helper: httpx.AsyncClient, simulator_url: str
+) -> None:
+    async with httpx.AsyncClient(base_url=simulator_url) as simulator:
+        await simulator.post("/_sim/faults", json={"latency_ms": 400})
+    minted = mint("valid", ORIG, DEST)
+    pending = asyncio.create_task(decide(helper, call(identity=[minted.identity_header()])))
+    await asyncio.sleep(0.2)  # the decision now waits for the verifier
+    during = (await helper.get("/metrics")).text
+    assert sample(during, "vvp_helper_requests_in_flight") == 1
+    assert (await pending)["outcome"] == "valid"
+    after = (await helper.get("/metrics")).text
+    assert sample(after, "vvp_helper_requests_in_flight") == 0
+    done = 'vvp_helper_decisions_total{action="redirect",code="302",outcome="valid"}'
+    assert sample(after, done) == 1
+    # The same kind of decision again counts on the same series.
+    await decide(helper, call(identity=[mint("valid", ORIG, DEST).identity_header()]))
+    assert sample((await helper.get("/metrics")).text, done) == 2
 
 
 async def test_health_and_readiness(helper: httpx.AsyncClient) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.support.verifier_shapes import claim, verify_body
-from vvp_simulator.answer import DossierCache, cache_key, simulated_verdict
+from vvp_simulator.answer import DossierCache, simulated_verdict
 from vvp_simulator.dossier import DEMO_LEGAL_NAME, DEMO_LEI, DEMO_QVI_AID, DEMO_ROOT
 from vvp_simulator.faults import Faults
 from vvp_simulator.keys import trusted_keys
@@ -17,6 +17,7 @@ from vvp_simulator.verdict import (
     RESPONSE_KEYS,
     STALE_REVOCATION_REASON,
     Options,
+    parse_vvp_identity,
     verify,
 )
 
@@ -178,7 +179,9 @@ def test_stale_revocation_once_per_period_per_dossier() -> None:
     faults = Faults(stale_revocation_every_s=300)
     a = mint("valid", ORIG, DEST, now=NOW)
     b = mint("valid", ORIG, DEST, now=NOW, aid_code="B")  # another dossier URL
-    assert cache_key(a.vvp_identity) != cache_key(b.vvp_identity)
+    assert (
+        parse_vvp_identity(a.vvp_identity, NOW).evd != parse_vvp_identity(b.vvp_identity, NOW).evd
+    )
 
     def call(m: MintedIdentity, at: float) -> tuple[str, bool]:
         resp = simulated_verdict(cache, TRUSTED, faults, m.vvp_identity, body_for(m), at)
