@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from tests.support.decisions import DEST, ORIG, kamailio_body
+from tests.support.edge import metric_in
 from tests.support.servers import ServeHelper
+from tests.support.simulator_api import set_faults_at
 from vvp_helper.config import Settings
 from vvp_simulator.passport import mint
 
@@ -119,32 +121,24 @@ async def test_oversized_decision_request_is_refused(helper: httpx.AsyncClient) 
     assert response.status_code == 413
 
 
-def sample(page: str, name: str) -> float:
-    """The value of one sample line (``name`` with its labels) of a /metrics page."""
-    for line in page.splitlines():
-        if line.startswith(name + " "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not on the page")
-
-
 async def test_metrics_show_decisions_in_flight_and_done(
     helper: httpx.AsyncClient, simulator_url: str
 ) -> None:
-    async with httpx.AsyncClient(base_url=simulator_url) as simulator:
-        await simulator.post("/_sim/faults", json={"latency_ms": 400})
+    await set_faults_at(simulator_url, latency_ms=400)
     minted = mint("valid", ORIG, DEST)
     pending = asyncio.create_task(decide(helper, call(identity=[minted.identity_header()])))
     await asyncio.sleep(0.2)  # the decision now waits for the verifier
     during = (await helper.get("/metrics")).text
-    assert sample(during, "vvp_helper_requests_in_flight") == 1
+    assert metric_in(during, "vvp_helper_requests_in_flight") == 1
     assert (await pending)["outcome"] == "valid"
     after = (await helper.get("/metrics")).text
-    assert sample(after, "vvp_helper_requests_in_flight") == 0
-    done = 'vvp_helper_decisions_total{action="redirect",code="302",outcome="valid"}'
-    assert sample(after, done) == 1
+    assert metric_in(after, "vvp_helper_requests_in_flight") == 0
+    done = {"outcome": "valid", "action": "redirect", "code": "302"}
+    assert metric_in(after, "vvp_helper_decisions_total", **done) == 1
     # The same kind of decision again counts on the same series.
     await decide(helper, call(identity=[mint("valid", ORIG, DEST).identity_header()]))
-    assert sample((await helper.get("/metrics")).text, done) == 2
+    page = (await helper.get("/metrics")).text
+    assert metric_in(page, "vvp_helper_decisions_total", **done) == 2
 
 
 async def test_health_and_readiness(helper: httpx.AsyncClient) -> None:

@@ -37,7 +37,11 @@ def metric(url: str, name: str, **labels: str) -> float:
     """Sum of the series ``name`` at a Prometheus endpoint whose labels include
     ``labels`` (Kamailio writes a timestamp after the value: it is not read)."""
     with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
+        return metric_in(response.read().decode(), name, **labels)
+
+
+def metric_in(text: str, name: str, **labels: str) -> float:
+    """Sum of the series ``name`` on a /metrics page whose labels include ``labels``."""
     total = 0.0
     for found, value in re.findall(rf"^{name}(?:{{([^}}]*)}})? (\S+)", text, re.M):
         have = dict(re.findall(r'(\w+)="([^"]*)"', found))
