@@ -102,12 +102,10 @@ class Template:
         for part in self.parts:
             if isinstance(part, str):
                 out.append(part)
-                continue
-            found = context.get(part.root) if not part.path else _lookup(context, part)
-            # Most placeholders name a string variable: no need to walk the general case.
-            value = found if type(found) is str else _render_value(found)
-            filled = filled or value != ""
-            out.append(value)
+            else:
+                value = _render_value(_lookup(context, part))
+                filled = filled or value != ""
+                out.append(value)
         if not filled:
             return None
         return sanitize_header_value("".join(out), max_len)
@@ -280,6 +278,8 @@ def _render_reasons(value: object) -> str:
 
 
 def _render_value(value: object) -> str:
+    if type(value) is str:  # most placeholders name a string variable
+        return value
     if value is None:
         return ""
     if isinstance(value, list | tuple):

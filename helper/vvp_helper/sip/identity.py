@@ -158,13 +158,19 @@ class PrecheckFailure:
 
 def decode_vvp_identity(value: str) -> VvpIdentityValue:
     """Decode a VVP-Identity value (base64url JSON). Raises IdentityDecodeError."""
-
-    def fail(message: str) -> IdentityDecodeError:
-        return IdentityDecodeError("VVP_IDENTITY_INVALID", message)
-
     if len(value) > MAX_VVP_IDENTITY_LEN:
-        raise fail("VVP-Identity too long")
-    data = _decode_json_object(value.strip(), "VVP-Identity", fail)
+        raise _vvp_identity_invalid("VVP-Identity too long")
+    data = _decode_json_object(value.strip(), "VVP-Identity", _vvp_identity_invalid)
+    return _vvp_identity_fields(data)
+
+
+def _vvp_identity_invalid(message: str) -> IdentityDecodeError:
+    return IdentityDecodeError("VVP_IDENTITY_INVALID", message)
+
+
+def _vvp_identity_fields(data: Mapping[str, object]) -> VvpIdentityValue:
+    """The checked fields of a VVP-Identity's JSON object. Raises IdentityDecodeError."""
+    fail = _vvp_identity_invalid
     strings: dict[str, str] = {}
     for key in ("ppt", "kid", "evd"):
         item = data.get(key)
@@ -395,27 +401,14 @@ def _synthesise_vvp_identity(
     if passport.exp is not None:
         data["exp"] = passport.exp
     value = base64.urlsafe_b64encode(jsonfast.dumps(data)).decode("ascii").rstrip("=")
-    # decode_vvp_identity's checks, in its order, made on the fields the value was built
-    # from: decoding what was just encoded cost ~5 us a call.
     if len(value) > MAX_VVP_IDENTITY_LEN:
         return Undecodable("VVP_IDENTITY_INVALID", "VVP-Identity too long")
-    urls = (("kid", passport.kid), ("evd", passport.evd))
-    for key, item in urls:
-        if not item.strip():
-            return Undecodable(
-                "VVP_IDENTITY_INVALID", f"VVP-Identity {key} must be a non-empty string"
-            )
-    for key, item in urls:
-        if not _is_http_url(item):
-            return Undecodable("VVP_IDENTITY_INVALID", f"VVP-Identity {key} must be an http(s) URL")
-    decoded = VvpIdentityValue(
-        ppt="vvp",
-        kid=passport.kid,
-        evd=passport.evd,
-        iat=passport.iat,
-        exp=passport.iat + DEFAULT_VALIDITY_S if passport.exp is None else passport.exp,
-        exp_present=passport.exp is not None,
-    )
+    try:
+        # decode_vvp_identity's checks on the object the value was just encoded from,
+        # rather than decoding it back (~5 us a call).
+        decoded = _vvp_identity_fields(data)
+    except IdentityDecodeError as exc:
+        return Undecodable(exc.code, exc.message)
     return value, decoded
 
 
