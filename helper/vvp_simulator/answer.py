@@ -80,7 +80,7 @@ def simulated_verdict(
     return result
 
 
-async def crash_then_close(request: web.Request) -> web.StreamResponse:
+async def crash_then_close(request: web.BaseRequest) -> web.StreamResponse:
     """HTTP 500 text/plain as the real verifier's crash, then the connection is closed.
 
     SERVER-LEVEL HOOK. The real verifier answers the crash without `Connection: close` and

@@ -62,7 +62,7 @@ class Load:
         return slots, slots / capacity
 
     async def gate(
-        self, request: web.Request, faults: Faults, counts: Counter[str]
+        self, request: web.BaseRequest, faults: Faults, counts: Counter[str]
     ) -> web.StreamResponse | None:
         """Delay the request as the configured load behaviour says; a Response to send
         instead of the verdict (the crash answer), or None to go on verifying."""

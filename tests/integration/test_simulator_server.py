@@ -238,6 +238,24 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
     assert resp.headers["server"] == "vvp-verifier-simulator"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "detail"),
+    [
+        ("GET", "/verify", 405, "Method Not Allowed"),
+        ("POST", "/healthz", 405, "Method Not Allowed"),
+        ("GET", "/nowhere", 404, "Not Found"),
+        ("POST", "/verify/", 404, "Not Found"),
+    ],
+)
+async def test_unknown_routes_answer_as_fastapi_does(
+    client: httpx.AsyncClient, method: str, path: str, status: int, detail: str
+) -> None:
+    resp = await client.request(method, path)
+    assert resp.status_code == status
+    assert resp.json() == {"detail": detail}
+    assert resp.headers["server"] == "vvp-verifier-simulator"
+
+
 async def test_untrusted_demo_issuer_when_trust_seeds_differ() -> None:
     server, port = await start(SimulatorSettings(port=0, trust_seeds=("someone-else",)))
     try:
