@@ -35,9 +35,74 @@ def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
     assert limit.limit > 40
 
 
-def test_shrinks_when_latency_climbs_and_follows_it_within_seconds() -> None:
+def test_slow_start_doubles_the_limit_each_window_until_the_ceiling() -> None:
+    # Traffic arriving at an idle edge, against a verifier answering in 20 ms: one window
+    # is 0.1 s (20 answers here), so 20 -> 40 -> 80 -> 160 -> 320 -> 512 in about 0.6 s.
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    seen: list[float] = []
+    limit.on_update = lambda: seen.append(limit.limit)
+    run(limit, clock, 0.020, 0.65)
+    assert seen[:5] == [40, 80, 160, 320, 512]
+    assert not limit.slow_start
+
+
+def test_slow_start_ends_at_the_first_window_of_climbing_latency() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.020, 0.25)
+    assert limit.slow_start and limit.limit == 80
+    # Quieter traffic (the limit not in use: no change) while the long average learns.
+    # (The window straddling the change may still double it once.)
+    run(limit, clock, 0.020, 2.0, in_flight=10)
+    assert limit.slow_start
+    before = limit.limit
+    # The verifier queues behind its capacity: past the 200 ms floor and the tolerance.
+    seen: list[float] = []
+    limit.on_update = lambda: seen.append(limit.limit)
+    run(limit, clock, 0.6, 3.0, per_second=50)
+    assert not limit.slow_start
+    assert max(seen) <= 2 * before  # at most the straddling window's doubling
+    cut = limit.limit
+    assert cut < max(seen) / 2
+    # Healthy again: Gradient2's additive growth, never a doubling per window.
+    seen = []
+    limit.on_update = lambda: seen.append(limit.limit)
+    run(limit, clock, 0.020, 1.0)
+    steps = [after / before for before, after in zip([cut, *seen], seen, strict=False)]
+    assert seen and max(steps) < 1.5, steps
+
+
+def test_slow_start_stops_near_a_saturated_verifiers_capacity() -> None:
+    # A verifier taking 200 answers/s: latency is what queues in front of it (in flight /
+    # 200). Slow start stops at the first window past 1.5 times the 200 ms floor, and the
+    # long average stays the fastest window's (not a mean of the queueing the doubling
+    # caused), so the limit settles where latency is about 300 ms, not past a second.
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    for _ in range(20 * 200):
+        clock.now += 1 / 200
+        used = int(limit.limit)
+        limit.sample(used / 200, used)
+    assert not limit.slow_start
+    assert limit.limit < 100, limit.limit
+    assert limit.long_rtt < 0.15
+
+
+def test_a_timeout_ends_slow_start() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.020, 0.15)
+    grown = limit.limit
+    limit.sample(6.0, int(limit.limit), dropped=True)
+    clock.now += 0.2
+    limit.sample(0.020, int(limit.limit))
+    assert not limit.slow_start and limit.limit <= grown
+
+
+def test_shrinks_when_latency_climbs_and_follows_it_within_seconds() -> None:
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, slow_start=False, clock=clock)
     run(limit, clock, 0.020, 3)
     before = limit.limit
     # A second per answer (a verifier queueing behind its capacity: far past the 200 ms
@@ -109,9 +174,9 @@ async def test_a_freed_slot_goes_to_the_waiting_call() -> None:
 def test_latency_under_the_floor_is_not_a_verifier_slowing_down() -> None:
     # A verifier answering in 1 ms, then the helper's own busy event loop making answers
     # seem to take 120 ms (measured near a full core): not the verifier's doing, the limit
-    # keeps growing.
+    # keeps growing (past slow start, which would reach the ceiling first).
     clock = Clock()
-    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    limit = Gradient2(initial=20, max_limit=512, slow_start=False, clock=clock)
     run(limit, clock, 0.001, 3)
     before = limit.limit
     run(limit, clock, 0.120, 3)
