@@ -4,6 +4,7 @@ and the asyncio gate on it."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -18,14 +19,14 @@ class Clock:
         return self.now
 
 
-def run(limit: Gradient2, clock: Clock, rtt: float, seconds: float, in_flight: int | None = None,
-        per_second: int = 200) -> None:  # fmt: skip
-    """Feed ``per_second`` answers of latency ``rtt`` for ``seconds`` of fake time, with
-    the limit fully used unless ``in_flight`` says otherwise."""
+def run(limit: Gradient2, clock: Clock, rtt: float | Callable[[int], float], seconds: float,
+        in_flight: int | None = None, per_second: int = 200) -> None:  # fmt: skip
+    """Feed ``per_second`` answers of latency ``rtt`` (or ``rtt(calls in flight)``) for
+    ``seconds`` of fake time, with the limit fully used unless ``in_flight`` says otherwise."""
     for _ in range(int(seconds * per_second)):
         clock.now += 1 / per_second
         used = int(limit.limit) if in_flight is None else in_flight
-        limit.sample(rtt, used)
+        limit.sample(rtt(used) if callable(rtt) else rtt, used)
 
 
 def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
@@ -80,10 +81,7 @@ def test_slow_start_stops_near_a_saturated_verifiers_capacity() -> None:
     # caused), so the limit settles where latency is about 300 ms, not past a second.
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, clock=clock)
-    for _ in range(20 * 200):
-        clock.now += 1 / 200
-        used = int(limit.limit)
-        limit.sample(used / 200, used)
+    run(limit, clock, lambda used: used / 200, 20)
     assert not limit.slow_start
     assert limit.limit < 100, limit.limit
     assert limit.long_rtt < 0.15
