@@ -20,13 +20,17 @@ class Clock:
 
 
 def run(limit: Gradient2, clock: Clock, rtt: float | Callable[[int], float], seconds: float,
-        in_flight: int | None = None, per_second: int = 200) -> None:  # fmt: skip
-    """Feed ``per_second`` answers of latency ``rtt`` (or ``rtt(calls in flight)``) for
-    ``seconds`` of fake time, with the limit fully used unless ``in_flight`` says otherwise."""
-    for _ in range(int(seconds * per_second)):
-        clock.now += 1 / per_second
+        in_flight: int | None = None, per_second: int | None = None) -> None:  # fmt: skip
+    """Feed answers of latency ``rtt`` (or ``rtt(calls in flight)``) for ``seconds`` of fake
+    time, with the limit fully used unless ``in_flight`` says otherwise: ``per_second`` of
+    them, or with None as many as those calls in flight give (Little's law: in flight /
+    latency a second), as a verifier that keeps pace does."""
+    end = clock.now + seconds
+    while clock.now < end:
         used = int(limit.limit) if in_flight is None else in_flight
-        limit.sample(rtt(used) if callable(rtt) else rtt, used)
+        latency = rtt(used) if callable(rtt) else rtt
+        clock.now += 1 / per_second if per_second else latency / used
+        limit.sample(latency, used)
 
 
 def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
@@ -95,13 +99,14 @@ def test_a_timeout_ends_slow_start() -> None:
     limit.sample(6.0, int(limit.limit), dropped=True)
     clock.now += 0.2
     limit.sample(0.020, int(limit.limit))
-    assert not limit.slow_start and limit.limit <= grown
+    assert not limit.slow_start
+    assert limit.limit < 1.5 * grown  # at most Gradient2's step, no doubling
 
 
 def test_shrinks_when_latency_climbs_and_follows_it_within_seconds() -> None:
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, slow_start=False, clock=clock)
-    run(limit, clock, 0.020, 3)
+    run(limit, clock, 0.020, 3, per_second=200)
     before = limit.limit
     # A second per answer (a verifier queueing behind its capacity: far past the 200 ms
     # latency floor and its 1.5 tolerance), and far fewer answers per second.
@@ -179,6 +184,25 @@ def test_latency_under_the_floor_is_not_a_verifier_slowing_down() -> None:
     before = limit.limit
     run(limit, clock, 0.120, 3)
     assert limit.limit > before
+
+
+def test_slow_start_does_not_double_while_calls_pile_up_behind_missing_answers() -> None:
+    # A verifier that slows tenfold at once: the calls sent since then fill the limit
+    # before any of their slow answers comes back, so the window closing on the first
+    # slow answer still has a mean latency within tolerance. Doubling there sent twice
+    # the calls into the slowed verifier's queue.
+    clock = Clock()
+    limit = Gradient2(initial=20, max_limit=512, clock=clock)
+    run(limit, clock, 0.060, 0.5, in_flight=4)  # 67 calls/s, the limit not in use
+    assert limit.slow_start and limit.limit == 20
+    for _ in range(4):  # the last fast answers, while the limit fills behind them
+        clock.now += 0.015
+        limit.sample(0.060, 20)
+    clock.now += 0.6
+    limit.sample(0.600, 20)  # the first slow answer closes the window: mean 168 ms
+    assert limit.limit == 20 and limit.slow_start
+    run(limit, clock, 0.600, 2.0)  # the slow answers that follow end slow start
+    assert not limit.slow_start and limit.limit < 20
 
 
 def test_a_watcher_hears_of_each_new_limit() -> None:

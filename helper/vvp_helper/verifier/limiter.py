@@ -27,12 +27,15 @@ to seconds, the simulator with a capacity to over a second.)
 (A third change, TCP's slow start: from its first guess the limit doubles after every
 window in which it was in use, latency stayed within tolerance and nothing timed out,
 until the first window that is not so, or the ceiling; from then on it moves as
-Gradient2 says. Gradient2 alone grows by about ``0.2 * sqrt(limit)`` a window, 20 to 100
-in some 6 s: traffic arriving at an idle edge found 20 slots and got
+Gradient2 says. Gradient2 alone grows by about ``0.2 * sqrt(limit)`` a window, 20 to
+100 in some 6 s: traffic arriving at an idle edge found 20 slots and got
 EXT_VERIFIER_OVERLOADED - under the default policy an unverified call - for the calls
 past them (725 of the first 17,250 calls of a jump from idle to 1,725 calls/s). A
 verifier that cannot take the doubled load answers later within a window or two; its
-latency past the tolerance ends the doubling and cuts the limit as before.)
+latency past the tolerance ends the doubling and cuts the limit as before. A window
+whose calls pile up faster than its answers account for does not double it: a verifier
+that has just slowed down fills the limit before any slow answer comes back, and
+doubling then sent twice the calls into its queue.)
 
 ``short_rtt`` is the average latency of the last window of samples, ``long_rtt`` a slow
 exponential average of those windows (the verifier's "unloaded" latency): while latency
@@ -62,6 +65,13 @@ from dataclasses import dataclass
 
 #: Windows averaged plainly before the long RTT becomes an exponential average.
 LONG_WARMUP = 10
+
+#: During slow start, a window whose peak of calls in flight is more than this many times
+#: what its answers account for (Little's law: answers a second times their latency) is
+#: not doubled on: calls are piling up behind answers that have not come back, so the
+#: verifier is slowing down where no latency shows it yet. Poisson traffic peaks at about
+#: twice its mean; a verifier slowing tenfold gave 10-20 times.
+STALL_RATIO = 4.0
 
 
 @dataclass(slots=True)
@@ -138,9 +148,13 @@ class Gradient2:
         # Netflix: the next window lasts twice the fastest answer seen, within bounds.
         self._window_length = min(max(2 * window.min_rtt, self.window_min), self.window_max)
         if window.samples >= self.window_samples or window.dropped:
-            self._update(window.rtt_sum / window.samples, window.max_in_flight, window.dropped)
+            short_rtt = window.rtt_sum / window.samples
+            answered = window.samples / max(now - window.started, 1e-6) * short_rtt
+            self._update(short_rtt, window.max_in_flight, window.dropped, answered)
 
-    def _update(self, short_rtt: float, in_flight: int, dropped: bool) -> None:
+    def _update(self, short_rtt: float, in_flight: int, dropped: bool, answered: float) -> None:
+        """One window's verdict: its mean latency, its peak of calls in flight, whether a
+        call timed out, and the calls in flight its answers account for."""
         self.last_rtt = short_rtt
         short_rtt = max(short_rtt, 1e-6)
         if self.slow_start:
@@ -172,6 +186,8 @@ class Gradient2:
         if self.slow_start:
             if gradient < 1.0 or dropped:
                 self.slow_start = False  # the verifier's load shows: Gradient2 from here
+            elif in_flight > STALL_RATIO * answered:
+                return  # latency climbing unseen (see STALL_RATIO): the next window shows
             else:
                 self.limit = min(self.max_limit, self.limit * 2)
                 self.slow_start = self.limit < self.max_limit
