@@ -33,6 +33,13 @@ def run(limit: Gradient2, clock: Clock, rtt: float | Callable[[int], float], sec
         limit.sample(latency, used)
 
 
+def watch(limit: Gradient2) -> list[float]:
+    """The limits ``limit`` tells its watcher from now on, in order."""
+    seen: list[float] = []
+    limit.on_update = lambda: seen.append(limit.limit)
+    return seen
+
+
 def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, clock=clock)
@@ -42,11 +49,11 @@ def test_grows_while_latency_stays_near_its_unloaded_minimum() -> None:
 
 def test_slow_start_doubles_the_limit_each_window_until_the_ceiling() -> None:
     # Traffic arriving at an idle edge, against a verifier answering in 20 ms: one window
-    # is 0.1 s (20 answers here), so 20 -> 40 -> 80 -> 160 -> 320 -> 512 in about 0.6 s.
+    # is 0.1 s (100 answers at the first limit), so 20 -> 40 -> 80 -> 160 -> 320 -> 512 in
+    # about 0.6 s.
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, clock=clock)
-    seen: list[float] = []
-    limit.on_update = lambda: seen.append(limit.limit)
+    seen = watch(limit)
     run(limit, clock, 0.020, 0.65)
     assert seen[:5] == [40, 80, 160, 320, 512]
     assert not limit.slow_start
@@ -63,16 +70,14 @@ def test_slow_start_ends_at_the_first_window_of_climbing_latency() -> None:
     assert limit.slow_start
     before = limit.limit
     # The verifier queues behind its capacity: past the 200 ms floor and the tolerance.
-    seen: list[float] = []
-    limit.on_update = lambda: seen.append(limit.limit)
+    seen = watch(limit)
     run(limit, clock, 0.6, 3.0, per_second=50)
     assert not limit.slow_start
     assert max(seen) <= 2 * before  # at most the straddling window's doubling
     cut = limit.limit
     assert cut < max(seen) / 2
     # Healthy again: Gradient2's additive growth, never a doubling per window.
-    seen = []
-    limit.on_update = lambda: seen.append(limit.limit)
+    seen = watch(limit)
     run(limit, clock, 0.020, 1.0)
     steps = [after / before for before, after in zip([cut, *seen], seen, strict=False)]
     assert seen and max(steps) < 1.5, steps
@@ -209,8 +214,7 @@ def test_a_watcher_hears_of_each_new_limit() -> None:
     # What shows the limit with several workers (no scrape-time function there).
     clock = Clock()
     limit = Gradient2(initial=20, max_limit=512, clock=clock)
-    seen: list[float] = []
-    limit.on_update = lambda: seen.append(limit.limit)
+    seen = watch(limit)
     run(limit, clock, 0.020, 3)
     assert seen and seen[-1] == limit.limit > 20
     assert seen == sorted(seen)  # every step up was told
