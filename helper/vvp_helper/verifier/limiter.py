@@ -189,15 +189,15 @@ class Gradient2:
             elif in_flight > STALL_RATIO * answered:
                 return  # latency climbing unseen (see STALL_RATIO): the next window shows
             else:
-                self.limit = min(self.max_limit, self.limit * 2)
+                self._set_limit(self.limit * 2)
                 self.slow_start = self.limit < self.max_limit
-                if self.on_update is not None:
-                    self.on_update()
                 return
         new_limit = self.limit * gradient + self.queue_size(self.limit)
         smoothing = self.smoothing if new_limit >= self.limit else self.smoothing_down
-        new_limit = self.limit * (1 - smoothing) + new_limit * smoothing
-        self.limit = max(self.min_limit, min(self.max_limit, new_limit))
+        self._set_limit(self.limit * (1 - smoothing) + new_limit * smoothing)
+
+    def _set_limit(self, limit: float) -> None:
+        self.limit = max(self.min_limit, min(self.max_limit, limit))
         if self.on_update is not None:
             self.on_update()
 
